@@ -1,0 +1,1 @@
+"""The ``temdefect`` command line: thin wrappers over the core modules."""

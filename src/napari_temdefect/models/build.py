@@ -1,0 +1,50 @@
+"""Building a torch module from a :class:`ModelSpec`."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ..errors import TemDefectError
+from .spec import ModelSpec
+
+_SMP_CLASSES = {"unet": "Unet", "unetplusplus": "UnetPlusPlus", "deeplabv3plus": "DeepLabV3Plus"}
+
+
+def build_module(spec: ModelSpec, encoder_weights: str | None = None) -> nn.Module:
+    """Build the network for ``spec``.
+
+    ``encoder_weights``: None (random init), ``"imagenet"`` (smp's own download, cached), or a
+    path to a local weights file for the encoder (see :mod:`.pretrained`).
+    """
+    if spec.arch == "defectsegnet":
+        from .defectsegnet import DefectSegNet
+
+        if encoder_weights:
+            raise TemDefectError("DefectSegNet has no pretrained encoder; use encoder_weights=None.")
+        return DefectSegNet(in_channels=spec.in_channels, classes=spec.num_classes, **spec.options)
+
+    import segmentation_models_pytorch as smp
+
+    cls = getattr(smp, _SMP_CLASSES[spec.arch])
+    try:
+        if encoder_weights == "imagenet":
+            from .pretrained import build_with_imagenet
+
+            return build_with_imagenet(cls, spec)
+        module = cls(
+            encoder_name=spec.encoder,
+            encoder_weights=None,
+            in_channels=spec.in_channels,
+            classes=spec.num_classes,
+            **spec.options,
+        )
+    except KeyError as exc:
+        raise TemDefectError(
+            f"Unknown encoder {spec.encoder!r} for {spec.arch}; see "
+            "segmentation_models_pytorch.encoders.get_encoder_names() for valid names."
+        ) from exc
+    if encoder_weights:
+        from .pretrained import load_encoder_weights
+
+        load_encoder_weights(module, encoder_weights)
+    return module

@@ -1,0 +1,72 @@
+"""Small helpers shared by the dock widgets."""
+
+from __future__ import annotations
+
+import traceback
+
+import numpy as np
+
+from ..errors import TemDefectError
+
+
+def show_error(exc: BaseException) -> None:
+    """Show a user error as one sentence in napari's notification area, never a traceback."""
+    from napari.utils.notifications import show_error as _show_error, show_info
+
+    from ..errors import CancelledError
+
+    if isinstance(exc, CancelledError):
+        show_info(str(exc))
+    elif isinstance(exc, TemDefectError):
+        _show_error(str(exc))
+    else:  # a bug: one line for the user, the traceback to the log
+        traceback.print_exception(type(exc), exc, exc.__traceback__)
+        _show_error(f"Unexpected error: {type(exc).__name__}: {exc}")
+
+
+def layer_pixel_size(layer) -> float | None:
+    """Pixel size in nm from a layer (None when the layer is marked uncalibrated)."""
+    if layer is None:
+        return None
+    meta = getattr(layer, "metadata", {}) or {}
+    if meta.get("calibrated") is False:
+        return None
+    if meta.get("pixel_size_nm"):
+        return float(meta["pixel_size_nm"])
+    scale = float(layer.scale[-1])
+    return None if scale == 1.0 and "pixel_size_nm" not in meta else scale
+
+
+def set_layer(viewer, name: str, data, kind: str = "image", **kwargs):
+    """Update the layer called ``name`` in place, or add it if it does not exist yet.
+
+    Returns the layer. Updating keeps the user's display settings (colormap, opacity, …) and
+    the layer's undo history, and never piles up copies.
+    """
+    if name in viewer.layers:
+        layer = viewer.layers[name]
+        if layer._type_string == kind and getattr(layer.data, "shape", None) is not None \
+                and np.ndim(layer.data) == np.ndim(data):
+            layer.data = data
+            for key in ("scale", "translate", "metadata"):
+                if key in kwargs:
+                    setattr(layer, key, kwargs[key])
+            return layer
+        viewer.layers.remove(layer)
+    add = getattr(viewer, f"add_{kind}")
+    return add(data, name=name, **kwargs)
+
+
+class Placeholder:
+    """Factory for widgets whose issue has not landed yet: a labelled panel that never crashes."""
+
+    def __new__(cls, title: str, text: str):
+        from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
+
+        w = QWidget()
+        lay = QVBoxLayout(w)
+        label = QLabel(f"<b>{title}</b><br>{text}")
+        label.setWordWrap(True)
+        lay.addWidget(label)
+        lay.addStretch()
+        return w

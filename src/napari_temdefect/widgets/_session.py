@@ -1,0 +1,48 @@
+"""State shared by the dock widgets of one viewer: the loaded model, the last predictions,
+the weights before fine-tuning, and the training set being built.
+
+The Inference widget loads the model here; the Fine-tune widget retrains that same object in
+place; the Corrections widget adds entries to the training set.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+
+from psygnal import Signal
+
+_SESSIONS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+
+@dataclass(eq=False)
+class Session:
+    model: object | None = None            # napari_temdefect.models.Model
+    model_key: str | None = None           # what it was loaded from (name or path)
+    predictions: dict = field(default_factory=dict)   # image layer name -> PredictionResult
+    training_set: object | None = None     # napari_temdefect.training.TrainingSet
+    weights_before_finetune: dict | None = None
+    #: settings the Inference widget last used, so a re-run after fine-tuning matches
+    inference_settings: dict = field(default_factory=dict)
+
+
+class SessionSignals:
+    # emitted with the Session; widgets connect to refresh their state
+    model_changed = Signal(object)
+    training_set_changed = Signal(object)
+
+
+_SIGNALS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def get_session(viewer) -> Session:
+    if viewer not in _SESSIONS:
+        _SESSIONS[viewer] = Session()
+    return _SESSIONS[viewer]
+
+
+def get_signals(viewer) -> SessionSignals:
+    if viewer not in _SIGNALS:
+        _SIGNALS[viewer] = SessionSignals()
+    return _SIGNALS[viewer]
