@@ -1,0 +1,139 @@
+"""Segmentation and calibration metrics, on numpy arrays.
+
+* ``pixel_f1``: F1 of foreground pixels (the seed paper's metric, threshold 0.5).
+* ``boundary_f1``: F1 with a distance tolerance, for thin lines: a predicted pixel counts as
+  correct if a true pixel lies within ``tolerance_px`` (and vice versa for recall).
+* ``object_f1``: F1 over objects matched one-to-one at IoU ≥ ``iou``.
+* ``auroc``: area under the ROC curve of a score predicting a binary event (rank formula).
+* ``ece``: expected calibration error of foreground probabilities, equal-width bins.
+
+Pixels where ``ignore`` is True are left out everywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage as ndi
+
+
+@dataclass
+class F1:
+    f1: float
+    precision: float
+    recall: float
+    tp: int
+    fp: int
+    fn: int
+
+
+def _f1(tp: int, fp: int, fn: int) -> F1:
+    p = tp / (tp + fp) if tp + fp else (1.0 if fn == 0 else 0.0)
+    r = tp / (tp + fn) if tp + fn else (1.0 if fp == 0 else 0.0)
+    f = 2 * p * r / (p + r) if p + r else 0.0
+    return F1(float(f), float(p), float(r), int(tp), int(fp), int(fn))
+
+
+def _keep(shape, ignore):
+    return np.ones(shape, bool) if ignore is None else ~np.asarray(ignore, bool)
+
+
+def pixel_f1(pred, truth, ignore=None) -> F1:
+    pred, truth = np.asarray(pred) > 0, np.asarray(truth) > 0
+    keep = _keep(pred.shape, ignore)
+    tp = np.count_nonzero(pred & truth & keep)
+    fp = np.count_nonzero(pred & ~truth & keep)
+    fn = np.count_nonzero(~pred & truth & keep)
+    return _f1(tp, fp, fn)
+
+
+def boundary_f1(pred, truth, tolerance_px: float = 3.0, ignore=None) -> F1:
+    """Tolerant F1 for line structures: precision counts predicted pixels within
+    ``tolerance_px`` of the truth, recall counts true pixels within it of the prediction."""
+    pred, truth = np.asarray(pred) > 0, np.asarray(truth) > 0
+    keep = _keep(pred.shape, ignore)
+    dist_to_truth = ndi.distance_transform_edt(~truth) if truth.any() else np.full(pred.shape, np.inf)
+    dist_to_pred = ndi.distance_transform_edt(~pred) if pred.any() else np.full(pred.shape, np.inf)
+    p_ok = np.count_nonzero(pred & keep & (dist_to_truth <= tolerance_px))
+    p_all = np.count_nonzero(pred & keep)
+    t_ok = np.count_nonzero(truth & keep & (dist_to_pred <= tolerance_px))
+    t_all = np.count_nonzero(truth & keep)
+    precision = p_ok / p_all if p_all else (1.0 if t_all == 0 else 0.0)
+    recall = t_ok / t_all if t_all else (1.0 if p_all == 0 else 0.0)
+    f = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return F1(float(f), float(precision), float(recall), p_ok, p_all - p_ok, t_all - t_ok)
+
+
+def match_objects(pred_labels, truth_labels, iou: float = 0.5):
+    """One-to-one matching of labelled objects at IoU ≥ ``iou`` (greedy by IoU).
+
+    Returns (matches [(pred_id, truth_id, iou)], unmatched_pred_ids, unmatched_truth_ids).
+    """
+    pred_labels = np.asarray(pred_labels)
+    truth_labels = np.asarray(truth_labels)
+    both = (pred_labels > 0) & (truth_labels > 0)
+    pairs, inter = np.unique(
+        np.stack([pred_labels[both], truth_labels[both]]), axis=1, return_counts=True
+    ) if both.any() else (np.zeros((2, 0), int), np.zeros(0, int))
+    p_ids, p_area = np.unique(pred_labels[pred_labels > 0], return_counts=True)
+    t_ids, t_area = np.unique(truth_labels[truth_labels > 0], return_counts=True)
+    pa, ta = dict(zip(p_ids.tolist(), p_area.tolist())), dict(zip(t_ids.tolist(), t_area.tolist()))
+    cands = []
+    for (p, t), n in zip(pairs.T.tolist(), inter.tolist()):
+        j = n / (pa[p] + ta[t] - n)
+        if j >= iou:
+            cands.append((j, p, t))
+    cands.sort(reverse=True)
+    used_p, used_t, matches = set(), set(), []
+    for j, p, t in cands:
+        if p not in used_p and t not in used_t:
+            used_p.add(p), used_t.add(t), matches.append((p, t, j))
+    return matches, sorted(set(pa) - used_p), sorted(set(ta) - used_t)
+
+
+def object_f1(pred_labels, truth_labels, iou: float = 0.5) -> F1:
+    matches, fp, fn = match_objects(pred_labels, truth_labels, iou)
+    return _f1(len(matches), len(fp), len(fn))
+
+
+def auroc(scores, events) -> float:
+    """AUROC of ``scores`` predicting boolean ``events`` (NaN if only one class is present)."""
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    e = np.asarray(events, bool).ravel()
+    n_pos, n_neg = int(e.sum()), int((~e).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = _average_ranks(s)
+    return float((ranks[e].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def _average_ranks(x: np.ndarray) -> np.ndarray:
+    order = np.argsort(x, kind="mergesort")
+    xs = x[order]
+    ranks = np.empty(len(x), np.float64)
+    # ties share their average rank
+    boundaries = np.flatnonzero(np.diff(xs)) + 1
+    starts = np.concatenate([[0], boundaries])
+    ends = np.concatenate([boundaries, [len(x)]])
+    avg = (starts + ends + 1) / 2.0
+    ranks[order] = np.repeat(avg, ends - starts)
+    return ranks
+
+
+def ece(probability, truth, bins: int = 15, ignore=None) -> float:
+    """Expected calibration error of per-pixel foreground probabilities."""
+    p = np.asarray(probability, dtype=np.float64)
+    t = np.asarray(truth) > 0
+    keep = _keep(p.shape, ignore)
+    p, t = p[keep], t[keep]
+    if p.size == 0:
+        return float("nan")
+    idx = np.minimum((p * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in range(bins):
+        sel = idx == b
+        n = np.count_nonzero(sel)
+        if n:
+            total += n * abs(p[sel].mean() - t[sel].mean())
+    return float(total / p.size)
