@@ -130,7 +130,8 @@ def load_encoder_weights(module: nn.Module, path: str | Path) -> None:
             else:
                 reps = (cin + value.shape[1] - 1) // value.shape[1]
                 state[key] = torch.cat([value] * reps, 1)[:, :cin] * (value.shape[1] / cin)
-    missing, unexpected = encoder.load_state_dict(state, strict=False)
+    # nn.Module's own loader: smp encoders override load_state_dict and return nothing
+    missing, unexpected = nn.Module.load_state_dict(encoder, state, strict=False)
     if missing or unexpected:
         raise TemDefectError(
             f"{path} does not match the encoder: {len(missing)} missing and {len(unexpected)} "

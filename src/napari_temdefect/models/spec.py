@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 
 from ..errors import TemDefectError
@@ -51,6 +52,9 @@ class ModelSpec:
         if int(self.in_channels) < 1:
             raise TemDefectError("in_channels must be at least 1.")
         self.in_channels = int(self.in_channels)
+        # JSON-normalise so a spec equals itself after a save/load round trip (tuples→lists)
+        self.options = json.loads(json.dumps(self.options or {}))
+        self.normalization = json.loads(json.dumps(self.normalization or {}))
 
     @property
     def num_classes(self) -> int:

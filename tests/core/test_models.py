@@ -1,0 +1,114 @@
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from napari_temdefect import TemDefectError
+from napari_temdefect.models import ModelSpec, create_model, load_model
+from napari_temdefect.models.pretrained import build_with_imagenet, load_encoder_weights
+
+
+@pytest.mark.parametrize("arch", ["unet", "unetplusplus", "deeplabv3plus", "defectsegnet"])
+def test_each_architecture_builds_and_round_trips(tmp_path, arch):
+    opts = {"depth": 2, "growth_rate": 4, "layers_per_block": 2} if arch == "defectsegnet" else {}
+    model = create_model(arch=arch, encoder="resnet18", classes=["bubble", "loop"], options=opts,
+                         device="cpu")
+    x = torch.randn(1, 1, 64, 96)
+    model.module.eval()
+    with torch.no_grad():
+        y = model.module(x)
+    assert y.shape == (1, 2, 64, 96)
+    path = model.save(tmp_path / "m.safetensors")
+    again = load_model(path, device="cpu")
+    assert again.spec == model.spec
+    with torch.no_grad():
+        np.testing.assert_allclose(again.module(x).numpy(), y.numpy(), atol=1e-5)
+
+
+def test_defectsegnet_feeds_every_encoder_map_to_the_decoder():
+    from napari_temdefect.models.defectsegnet import DefectSegNet
+
+    net = DefectSegNet(in_channels=1, classes=1, depth=2, growth_rate=4, layers_per_block=2,
+                       stem_channels=4)
+    # decoder block at the finest level sees upsampled maps + all maps of the first dense block
+    first_block_out = net.down[0].out_channels
+    last_up = net.up_blocks[-1]
+    assert last_up.layers[0][0].in_channels == net.up[-1].out_channels + first_block_out
+    assert isinstance(net.up[0], torch.nn.ConvTranspose2d)
+    assert net(torch.randn(1, 1, 30, 30)).shape == (1, 1, 30, 30)  # odd sizes are padded
+
+
+def test_unknown_names_give_one_clear_sentence(tmp_path):
+    with pytest.raises(TemDefectError, match="Unknown model 'nope'"):
+        load_model("nope")
+    with pytest.raises(TemDefectError, match="Unknown architecture"):
+        ModelSpec(arch="resnet-only")
+    with pytest.raises(TemDefectError, match="Unknown encoder"):
+        create_model(arch="unet", encoder="not-an-encoder")
+
+
+def test_corrupt_and_pickled_checkpoints_are_refused(tmp_path, tiny_checkpoint):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(tiny_checkpoint.read_bytes()[:1000])
+    with pytest.raises(TemDefectError, match="corrupt or truncated"):
+        load_model(bad)
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps({"spec": {}, "state_dict": {}, "x": Evil()}))
+    with pytest.raises(TemDefectError, match="refused"):
+        load_model(evil)
+
+
+def test_foreign_torch_file_with_spec_loads_without_unpickling_code(tmp_path, tiny_model):
+    path = tmp_path / "foreign.pt"
+    torch.save({"spec": tiny_model.spec.to_dict(), "state_dict": tiny_model.module.state_dict()},
+               path)
+    loaded = load_model(path, device="cpu")
+    assert loaded.spec == tiny_model.spec
+
+
+def test_checkpoints_are_never_overwritten_silently(tmp_path, tiny_model):
+    path = tiny_model.save(tmp_path / "m.safetensors")
+    before = path.read_bytes()
+    with pytest.raises(TemDefectError, match="already exists"):
+        tiny_model.save(path)
+    assert path.read_bytes() == before
+    tiny_model.save(path, overwrite=True, half=True)  # explicit overwrite works (fp16)
+    assert load_model(path).spec == tiny_model.spec
+
+
+def test_local_encoder_weights_file_is_loaded(tmp_path):
+    src = create_model(arch="unet", encoder="resnet18", in_channels=3, device="cpu")
+    # an ImageNet-style encoder-only file with 3-channel first conv and a classifier head
+    state = {k: v for k, v in src.module.encoder.state_dict().items()}
+    state["fc.weight"] = torch.zeros(1000, 512)
+    torch.save(state, tmp_path / "resnet18.pth")
+    model = create_model(arch="unet", encoder="resnet18", in_channels=1,
+                         encoder_weights=str(tmp_path / "resnet18.pth"), device="cpu")
+    w = model.module.encoder.state_dict()["conv1.weight"]
+    torch.testing.assert_close(w, src.module.encoder.conv1.weight.sum(1, keepdim=True))
+    with pytest.raises(TemDefectError, match="does not match the encoder"):
+        load_encoder_weights(model.module, _save(tmp_path, {"conv1.weight": torch.zeros(3)}))
+
+
+def _save(tmp_path, state):
+    p = tmp_path / "wrong.pth"
+    torch.save(state, p)
+    return p
+
+
+def test_imagenet_offline_fails_fast_with_advice():
+    import time
+
+    import segmentation_models_pytorch as smp
+
+    spec = ModelSpec(arch="unet", encoder="resnet18")
+    t0 = time.perf_counter()
+    with pytest.raises(TemDefectError, match="local weights file"):
+        build_with_imagenet(smp.Unet, spec, online_check=lambda: False)
+    assert time.perf_counter() - t0 < 10
