@@ -131,8 +131,12 @@ def load_encoder_weights(module: nn.Module, path: str | Path) -> None:
                 reps = (cin + value.shape[1] - 1) // value.shape[1]
                 state[key] = torch.cat([value] * reps, 1)[:, :cin] * (value.shape[1] / cin)
     # nn.Module's own loader: smp encoders override load_state_dict and return nothing
-    missing, unexpected = nn.Module.load_state_dict(encoder, state, strict=False)
-    if missing or unexpected:
+    wrong_shape = [k for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own] + wrong_shape
+    if not (missing or unexpected):
+        nn.Module.load_state_dict(encoder, state, strict=True)
+    else:
         raise TemDefectError(
             f"{path} does not match the encoder: {len(missing)} missing and {len(unexpected)} "
             f"unexpected keys (e.g. {(list(missing) + list(unexpected))[:3]}); "
