@@ -1,0 +1,24 @@
+"""`temdefect gui` docks the four widgets and opens a calibrated sample."""
+
+import pytest
+
+from napari_temdefect import TemDefectError
+from napari_temdefect.cli.gui import WIDGETS, setup_viewer
+
+pytestmark = pytest.mark.gui
+
+
+def test_gui_docks_widgets_and_opens_the_sample(make_napari_viewer):
+    viewer = make_napari_viewer()
+    widgets = setup_viewer(viewer, sample="bubbles")
+    assert set(widgets) == set(WIDGETS)
+    images = [ly for ly in viewer.layers if ly._type_string == "image"]
+    assert images, "the sample micrograph was not opened"
+    assert images[0].scale[-1] == pytest.approx(0.25)  # nm per pixel of the bubble sample
+    assert viewer.layers.selection.active is images[0]
+
+
+def test_gui_missing_image_is_one_clear_error(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    with pytest.raises(TemDefectError, match="does not exist"):
+        setup_viewer(viewer, images=[str(tmp_path / "nope.tif")])
