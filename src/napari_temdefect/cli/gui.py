@@ -21,16 +21,21 @@ def add_parser(sub):
     return p
 
 
-def setup_viewer(viewer, images=(), sample="bubbles", model=None):
-    """Dock the four widgets (tabbed), open images or a sample, and preselect the model.
-
-    Returns the dict of docked widgets by name. Used by ``run`` and by the tests.
-    """
+def _check_paths(images):
     from ..errors import TemDefectError
 
     for image in images:
         if not Path(image).exists():
             raise TemDefectError(f"{image} does not exist; check the path.")
+
+
+def setup_viewer(viewer, images=(), sample="bubbles", model=None):
+    """Dock the four widgets (tabbed), open images or a sample, and preselect the model.
+
+    Returns the dict of docked widgets by name. Used by ``run`` and by the tests.
+    """
+    _check_paths(images)
+    for image in images:
         viewer.open(str(image), plugin="napari-temdefect")
     if not images and sample and sample != "none":
         viewer.open_sample("napari-temdefect", sample)
@@ -55,6 +60,7 @@ def setup_viewer(viewer, images=(), sample="bubbles", model=None):
 
 
 def run(args) -> int:
+    _check_paths(args.images)  # before the window opens
     import napari
 
     viewer = napari.Viewer(title="napari-temdefect")
