@@ -1,0 +1,349 @@
+"""Label editing operations behind the Corrections widget (numpy only, no Qt, no napari).
+
+Every function takes a 2D integer labels array (0 background, 1..N instance ids,
+:data:`~napari_temdefect.constants.IGNORE_LABEL` for pixels to leave out of training) and
+returns a *new* array; the input is never modified. Ignore pixels are kept as they are by every
+operation except :func:`delete_object` asked for the ignore label itself.
+
+Re-thresholding keeps the user's manual work by storing it as a difference from the model's
+mask (:class:`Edits`: pixels added, pixels removed, pixels marked ignore)::
+
+    edits = edits_from(model_mask_at_old_threshold, labels)
+    labels = apply_edits(mask_from_probability(probability, new_threshold), edits, labels)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from .constants import IGNORE_LABEL
+from .errors import TemDefectError
+
+_STRUCT4 = ndi.generate_binary_structure(2, 1)   # 4-connectivity: touching along an edge
+_STRUCT8 = ndi.generate_binary_structure(2, 2)   # 8-connectivity: also diagonal neighbours
+
+
+def _check(labels, name: str = "labels") -> np.ndarray:
+    arr = np.asarray(labels)
+    if arr.ndim != 2:
+        raise TemDefectError(f"The {name} have shape {arr.shape}; give one 2D labels array.")
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8)
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise TemDefectError(
+            f"The {name} have dtype {arr.dtype}; give integer labels (0 background, ids > 0)."
+        )
+    return arr
+
+
+def _out_dtype(arr: np.ndarray, max_id: int) -> np.dtype:
+    """A dtype that holds ``max_id`` and IGNORE_LABEL (labels arrays are kept as they came)."""
+    need = max(int(max_id), IGNORE_LABEL)
+    if np.iinfo(arr.dtype).max >= need:
+        return arr.dtype
+    return np.dtype(np.uint16) if need <= 65535 else np.dtype(np.int32)
+
+
+def split_ignore(labels) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(defects, ignore)``: the labels with ignore pixels set to 0, and the ignore mask."""
+    arr = _check(labels)
+    ignore = arr == IGNORE_LABEL
+    defects = arr.copy()
+    defects[ignore] = 0
+    return defects, ignore
+
+
+def object_ids(labels) -> np.ndarray:
+    """Sorted instance ids present (not 0, not the ignore label)."""
+    ids = np.unique(_check(labels))
+    return ids[(ids != 0) & (ids != IGNORE_LABEL)]
+
+
+def instances_from_mask(mask, connectivity: int = 2, dtype=np.uint32) -> np.ndarray:
+    """Instance ids (1..N) of the connected components of a binary mask (8-connected by default)."""
+    lab, _ = ndi.label(np.asarray(mask) > 0, structure=_STRUCT8 if connectivity == 2 else _STRUCT4)
+    return lab.astype(dtype, copy=False)
+
+
+def remove_small(labels, min_size: int) -> np.ndarray:
+    """Delete every object with fewer than ``min_size`` pixels."""
+    arr = _check(labels)
+    defects, _ = split_ignore(arr)
+    counts = np.bincount(defects.ravel().astype(np.int64))
+    small = np.flatnonzero((counts > 0) & (counts < int(min_size)))
+    small = small[small != 0]
+    out = arr.copy()
+    if small.size:
+        out[np.isin(arr, small)] = 0
+    return out
+
+
+def fill_holes(labels) -> np.ndarray:
+    """Fill the holes inside each object with that object's id (ids are kept).
+
+    A hole is background enclosed by one object; pixels of other objects or of the ignore label
+    are never overwritten.
+    """
+    arr = _check(labels)
+    out = arr.copy()
+    for obj_id, sl in enumerate(ndi.find_objects(split_ignore(arr)[0]), start=1):
+        if sl is None:
+            continue
+        sub = arr[sl]
+        obj = sub == obj_id
+        holes, n = ndi.label(ndi.binary_fill_holes(obj) & ~obj)
+        if n == 0:
+            continue
+        # only holes made purely of background; a hole holding another object is left alone
+        occupied = np.unique(holes[(sub != 0) & (holes > 0)])
+        fill = (holes > 0) & ~np.isin(holes, occupied)
+        out[sl][fill] = obj_id
+    return out
+
+
+def label_at(labels, position) -> int:
+    """The label value at ``(row, col)`` (0 outside the image)."""
+    arr = _check(labels)
+    r, c = (int(np.floor(float(v) + 0.5)) for v in position[-2:])
+    if not (0 <= r < arr.shape[0] and 0 <= c < arr.shape[1]):
+        return 0
+    return int(arr[r, c])
+
+
+def delete_object(labels, position=None, label: int | None = None) -> np.ndarray:
+    """Delete the object at ``position`` (row, col) or with id ``label``.
+
+    Deleting where there is background changes nothing. Passing ``label=IGNORE_LABEL`` clears
+    all ignore pixels.
+    """
+    arr = _check(labels)
+    if (position is None) == (label is None):
+        raise TemDefectError("Give either a position or a label id of the object to delete.")
+    target = label_at(arr, position) if position is not None else int(label)
+    out = arr.copy()
+    if target != 0:
+        out[arr == target] = 0
+    return out
+
+
+def merge_touching(labels, ids=None) -> np.ndarray:
+    """Merge objects into one.
+
+    ``ids=None`` merges every group of objects that touch (share an edge or a corner), each
+    group taking its smallest id. With ``ids``, those objects become one (the smallest id)
+    whether they touch or not.
+    """
+    arr = _check(labels)
+    out = arr.copy()
+    if ids is not None:
+        ids = [int(i) for i in ids if int(i) not in (0, IGNORE_LABEL)]
+        present = [i for i in ids if np.any(arr == i)]
+        if len(present) >= 2:
+            out[np.isin(arr, present)] = min(present)
+        return out
+    defects, _ = split_ignore(arr)
+    groups, n = ndi.label(defects > 0, structure=_STRUCT8)
+    if n == 0:
+        return out
+    fg = groups > 0
+    # smallest object id inside each touching group
+    min_id = np.full(n + 1, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(min_id, groups[fg], defects[fg].astype(np.int64))
+    out[fg] = min_id[groups[fg]].astype(out.dtype)
+    return out
+
+
+def relabel_sequential(labels) -> np.ndarray:
+    """Renumber objects 1..N in order of their current ids (ignore pixels stay ignore)."""
+    arr = _check(labels)
+    ids = object_ids(arr)
+    lut = np.zeros(int(ids.max()) + 1 if ids.size else 1, dtype=np.int64)
+    lut[ids] = np.arange(1, ids.size + 1)
+    out = arr.copy()
+    fg = (arr != 0) & (arr != IGNORE_LABEL)
+    out[fg] = lut[arr[fg]]
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# Re-thresholding that keeps manual edits
+
+def mask_from_probability(probability, threshold: float = 0.5) -> np.ndarray:
+    """Class map (uint8, 0 background, k = class k) from a (C, H, W) or (H, W) probability map.
+
+    A pixel is class k when class k has the highest probability and it reaches ``threshold``.
+    """
+    prob = np.asarray(probability, dtype=np.float32)
+    if prob.ndim == 2:
+        prob = prob[None]
+    if prob.ndim != 3:
+        raise TemDefectError(
+            f"The probability map has shape {prob.shape}; give (H, W) or (classes, H, W)."
+        )
+    best = prob.argmax(axis=0)
+    keep = prob.max(axis=0) >= float(threshold)
+    return np.where(keep, best + 1, 0).astype(np.uint8)
+
+
+@dataclass
+class Edits:
+    """The user's changes to a model's mask: what they painted, erased and marked ignore."""
+
+    added: np.ndarray     # bool: defect in the labels, not in the model's mask
+    removed: np.ndarray   # bool: in the model's mask, erased by the user
+    ignore: np.ndarray    # bool: marked ignore
+
+    @property
+    def edited(self) -> np.ndarray:
+        """Every pixel where the user's labels differ from the model's mask."""
+        return self.added | self.removed | self.ignore
+
+    @property
+    def count(self) -> int:
+        return int(self.edited.sum())
+
+
+def edits_from(model_mask, labels) -> Edits:
+    """The difference between a model's mask (>0 defect) and the user's current labels."""
+    arr = _check(labels)
+    model = np.asarray(model_mask) > 0
+    if model.shape != arr.shape:
+        raise TemDefectError(
+            f"The model mask {model.shape} and the labels {arr.shape} differ in shape; "
+            "re-run inference on this image."
+        )
+    ignore = arr == IGNORE_LABEL
+    defect = (arr > 0) & ~ignore
+    return Edits(added=defect & ~model, removed=~defect & ~ignore & model, ignore=ignore)
+
+
+def apply_edits(model_mask, edits: Edits, previous=None) -> np.ndarray:
+    """Labels from a (new) model mask with the user's edits re-applied.
+
+    The mask becomes ``(model | added) & ~removed``; its connected components are the objects.
+    With ``previous`` labels, each object keeps the id of the previous object it overlaps most
+    (so selected ids, merges and colours survive); new objects get fresh ids.
+    """
+    model = np.asarray(model_mask) > 0
+    if model.shape != edits.added.shape:
+        raise TemDefectError("The new mask and the stored edits differ in shape.")
+    final = (model | edits.added) & ~edits.removed & ~edits.ignore
+    prev = _check(previous, "previous labels") if previous is not None else None
+    if prev is not None and prev.shape == final.shape:
+        out = _components_keeping_ids(final, prev)
+        dtype = _out_dtype(prev, int(out.max()) if out.size else 0)
+    else:
+        out = instances_from_mask(final, dtype=np.int64)
+        dtype = np.dtype(np.uint32)
+    out = out.astype(dtype)
+    out[edits.ignore] = IGNORE_LABEL
+    return out
+
+
+def _components_keeping_ids(final: np.ndarray, prev: np.ndarray) -> np.ndarray:
+    comps, n = ndi.label(final, structure=_STRUCT8)
+    out = np.zeros(final.shape, dtype=np.int64)
+    if n == 0:
+        return out
+    prev_def, _ = split_ignore(prev)
+    # overlap of each component with each previous id; largest overlap claims the id first
+    both = (comps > 0) & (prev_def > 0)
+    pairs = np.stack([comps[both], prev_def[both].astype(np.int64)], axis=1)
+    assigned = np.zeros(n + 1, dtype=np.int64)
+    if pairs.size:
+        uniq, counts = np.unique(pairs, axis=0, return_counts=True)
+        used = set()
+        for k in np.argsort(-counts, kind="stable"):
+            comp, pid = int(uniq[k, 0]), int(uniq[k, 1])
+            if assigned[comp] == 0 and pid not in used:
+                assigned[comp] = pid
+                used.add(pid)
+    next_id = int(max(prev_def.max(), assigned.max())) + 1
+    for comp in range(1, n + 1):
+        if assigned[comp] == 0:
+            if next_id == IGNORE_LABEL:
+                next_id += 1
+            assigned[comp] = next_id
+            next_id += 1
+    return assigned[comps] * (comps > 0)
+
+
+def rethreshold(probability, threshold: float, labels, model_mask) -> np.ndarray:
+    """New labels at ``threshold`` keeping the edits the user made on top of ``model_mask``."""
+    edits = edits_from(model_mask, labels)
+    return apply_edits(mask_from_probability(probability, threshold), edits, previous=labels)
+
+
+# ------------------------------------------------------------------------------------------
+# Training entries
+
+def class_map(labels, model_mask=None, num_classes: int = 1) -> np.ndarray:
+    """Training targets from instance labels: 0 background, k = class k (1 for one class).
+
+    With several classes each object takes the class the model's mask gives most of its pixels
+    (class 1 where the model saw nothing). Ignore pixels stay IGNORE_LABEL.
+    """
+    defects, ignore = split_ignore(labels)
+    out = (defects > 0).astype(np.uint16)
+    if num_classes > 1 and model_mask is not None:
+        model = np.asarray(model_mask).astype(np.int64)
+        for obj_id, sl in enumerate(ndi.find_objects(defects), start=1):
+            if sl is None:
+                continue
+            obj = defects[sl] == obj_id
+            votes = np.bincount(model[sl][obj], minlength=num_classes + 1)[1:num_classes + 1]
+            out[sl][obj] = int(votes.argmax()) + 1 if votes.sum() else 1
+    out[ignore] = IGNORE_LABEL
+    return out
+
+
+def to_training_entry(image, labels, probability=None, *, threshold: float = 0.5,
+                      model_mask=None, name: str = "", pixel_size_nm: float | None = None):
+    """One :class:`~napari_temdefect.training.TrainingEntry` from a corrected image.
+
+    ``labels`` are the user's corrected instance labels (IGNORE_LABEL marks ignore pixels).
+    When the model's output is known (``model_mask``, or ``probability`` at ``threshold``),
+    the entry also carries an ``edited`` mask of the pixels the user changed, which the patch
+    sampler favours. The labels are copied, never modified.
+    """
+    from .preprocess import as_2d_image
+    from .training import TrainingEntry
+
+    img = as_2d_image(image)
+    arr = _check(labels)
+    if arr.shape != img.shape:
+        raise TemDefectError(
+            f"The labels {arr.shape} and the image {img.shape} differ in shape; "
+            "correct the labels layer made for this image."
+        )
+    defects, ignore = split_ignore(arr)
+    if not np.any(defects):
+        raise TemDefectError(
+            "The labels contain no defects; paint at least one defect before adding the "
+            "image to the training set."
+        )
+    num_classes = 1
+    if model_mask is None and probability is not None:
+        prob = np.asarray(probability)
+        num_classes = prob.shape[0] if prob.ndim == 3 else 1
+        model_mask = mask_from_probability(prob, threshold)
+    elif model_mask is not None:
+        num_classes = max(1, int(np.max(model_mask)))
+    target = class_map(arr, model_mask, num_classes)
+    target[ignore] = 0
+    kwargs = {}
+    if model_mask is not None:
+        if np.shape(model_mask) != arr.shape:
+            raise TemDefectError(
+                "The prediction and the labels differ in shape; re-run inference on this image."
+            )
+        kwargs["edited"] = edits_from(model_mask, arr).edited
+    import inspect
+
+    accepted = inspect.signature(TrainingEntry).parameters
+    kwargs = {k: v for k, v in kwargs.items() if k in accepted}
+    return TrainingEntry(image=np.array(img, copy=True), labels=target, ignore=ignore,
+                         name=name, pixel_size_nm=pixel_size_nm, **kwargs)

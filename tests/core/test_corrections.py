@@ -1,0 +1,183 @@
+"""Label editing operations on hand-made label arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_temdefect import corrections as C
+from napari_temdefect.constants import IGNORE_LABEL
+from napari_temdefect.errors import TemDefectError
+
+IGN = IGNORE_LABEL
+
+
+def _labels():
+    lab = np.zeros((20, 20), dtype=np.uint16)
+    lab[2:6, 2:6] = 1          # 16 px
+    lab[10, 10] = 2            # 1 px
+    lab[12:15, 2:5] = 3        # 9 px
+    lab[0:2, 15:20] = IGN      # ignore
+    return lab
+
+
+def test_remove_small_keeps_big_objects_and_ignore():
+    lab = _labels()
+    out = C.remove_small(lab, 10)
+    assert set(np.unique(out)) == {0, 1, IGN}
+    assert np.array_equal(out[lab == 1], lab[lab == 1])
+    assert np.all(out[lab == IGN] == IGN)
+    assert np.array_equal(C.remove_small(lab, 9), np.where(lab == 2, 0, lab))
+    assert np.array_equal(lab, _labels())  # input untouched
+
+
+def test_fill_holes_per_object_keeps_ids_and_other_objects():
+    lab = np.zeros((12, 24), dtype=np.uint16)
+    lab[1:8, 1:8] = 4
+    lab[3:5, 3:5] = 0            # empty hole: filled
+    lab[1:10, 12:21] = 7
+    lab[3:8, 14:19] = 0          # hole holding another object: left alone
+    lab[5, 16] = 9
+    out = C.fill_holes(lab)
+    assert np.all(out[1:8, 1:8] == 4)
+    assert np.array_equal(out[:, 11:], lab[:, 11:])
+    # background outside objects is never filled
+    assert out[11, 0] == 0 and out[0, 0] == 0
+
+
+def test_delete_object_by_position_and_label():
+    lab = _labels()
+    out = C.delete_object(lab, position=(3.2, 4.6))
+    assert not np.any(out == 1) and np.any(out == 3)
+    assert np.array_equal(C.delete_object(lab, label=3), np.where(lab == 3, 0, lab))
+    assert np.array_equal(C.delete_object(lab, position=(19, 19)), lab)  # background: no-op
+    assert np.array_equal(C.delete_object(lab, position=(50, 50)), lab)  # outside: no-op
+    with pytest.raises(TemDefectError):
+        C.delete_object(lab)
+
+
+def test_merge_touching_all_and_selected():
+    lab = np.zeros((10, 10), dtype=np.uint16)
+    lab[1:4, 1:4] = 5
+    lab[1:4, 4:6] = 2      # touches 5 along an edge
+    lab[4, 6] = 8          # touches 2 at a corner
+    lab[8:10, 8:10] = 3    # alone
+    out = C.merge_touching(lab)
+    assert set(np.unique(out[lab > 0])) == {2, 3}
+    assert np.all(out[(lab == 5) | (lab == 8)] == 2)
+    sel = C.merge_touching(lab, ids=[3, 5])
+    assert np.all(sel[(lab == 3) | (lab == 5)] == 3) and np.all(sel[lab == 2] == 2)
+
+
+def test_merge_touching_leaves_ignore_alone():
+    lab = np.zeros((6, 6), dtype=np.uint16)
+    lab[0:2, 0:2] = 1
+    lab[0:2, 2:4] = IGN
+    lab[0:2, 4:6] = 2
+    out = C.merge_touching(lab)
+    assert np.array_equal(out, lab)
+
+
+def test_split_ignore_and_relabel():
+    lab = _labels()
+    defects, ignore = C.split_ignore(lab)
+    assert ignore.sum() == 10 and not np.any(defects == IGN)
+    assert list(C.object_ids(lab)) == [1, 2, 3]
+    seq = C.relabel_sequential(np.where(lab == 2, 0, lab))
+    assert set(np.unique(seq)) == {0, 1, 2, IGN}
+
+
+def test_mask_from_probability_multiclass():
+    prob = np.zeros((2, 4, 4), np.float32)
+    prob[0, 0, 0] = 0.9
+    prob[1, 0, 0] = 0.6
+    prob[1, 1, 1] = 0.7
+    prob[0, 2, 2] = 0.3
+    m = C.mask_from_probability(prob, 0.5)
+    assert m[0, 0] == 1 and m[1, 1] == 2 and m[2, 2] == 0
+    assert C.mask_from_probability(prob, 0.25)[2, 2] == 1
+
+
+def _blob_probability():
+    """Two blobs with radial probability falloff, so the threshold changes their size."""
+    yy, xx = np.mgrid[0:64, 0:64]
+    p1 = np.exp(-((yy - 16) ** 2 + (xx - 16) ** 2) / 60.0)
+    p2 = np.exp(-((yy - 44) ** 2 + (xx - 44) ** 2) / 60.0)
+    return np.maximum(p1, p2).astype(np.float32)[None]
+
+
+def test_rethreshold_keeps_manual_edits():
+    prob = _blob_probability()
+    model_05 = C.mask_from_probability(prob, 0.5)
+    labels = C.instances_from_mask(model_05).astype(np.uint16)
+    # user edits: paint a new object, erase the right half of blob 2, mark an ignore strip
+    labels[55:60, 5:10] = labels.max() + 1
+    erased = (np.mgrid[0:64, 0:64][1] >= 44) & (labels == labels[44, 44])
+    labels[erased] = 0
+    labels[0:3, 30:40] = IGN
+    blob1_id = labels[16, 16]
+
+    for t in (0.2, 0.8):
+        out = C.rethreshold(prob, t, labels, model_05)
+        new_model = C.mask_from_probability(prob, t) > 0
+        assert np.all(out[55:60, 5:10] > 0) and np.all(out[55:60, 5:10] != IGN)  # added kept
+        assert np.all(out[erased] == 0)                                          # erasure kept
+        assert np.all(out[0:3, 30:40] == IGN)                                    # ignore kept
+        assert out[16, 16] == blob1_id                                           # id kept
+        # elsewhere the objects follow the new threshold
+        untouched = ~C.edits_from(model_05, labels).edited
+        assert np.array_equal((out > 0)[untouched], new_model[untouched])
+    # lower threshold grows blob 1, higher shrinks it
+    low, high = C.rethreshold(prob, 0.2, labels, model_05), C.rethreshold(prob, 0.8, labels, model_05)
+    assert (low == blob1_id).sum() > (labels == blob1_id).sum() > (high == blob1_id).sum()
+
+
+def test_edits_round_trip_at_same_threshold_is_identity():
+    prob = _blob_probability()
+    model = C.mask_from_probability(prob, 0.5)
+    labels = C.instances_from_mask(model).astype(np.uint16)
+    labels[30:33, 30:33] = 7
+    labels[0:2, 0:2] = IGN
+    out = C.apply_edits(model, C.edits_from(model, labels), previous=labels)
+    assert np.array_equal(out, labels)
+
+
+def test_edits_shape_mismatch_is_a_clear_error():
+    with pytest.raises(TemDefectError, match="shape"):
+        C.edits_from(np.zeros((4, 4)), np.zeros((5, 5), np.uint16))
+
+
+def _training():
+    training = pytest.importorskip("napari_temdefect.training")
+    if not hasattr(training, "TrainingEntry"):
+        pytest.skip("training core (issue 4 item 2) has not landed yet")
+    return training
+
+
+def test_to_training_entry_marks_edited_pixels_and_ignore():
+    training = _training()
+    prob = _blob_probability()
+    model = C.mask_from_probability(prob, 0.5)
+    labels = C.instances_from_mask(model).astype(np.uint16)
+    labels[55:60, 5:10] = 9
+    labels[0:3, 30:40] = IGN
+    before = labels.copy()
+    image = np.random.default_rng(0).normal(size=(64, 64)).astype(np.float32)
+    entry = C.to_training_entry(image, labels, prob, threshold=0.5, name="img", pixel_size_nm=0.5)
+    assert isinstance(entry, training.TrainingEntry)
+    assert np.array_equal(labels, before)
+    assert set(np.unique(np.asarray(entry.labels))) <= {0, 1}
+    assert np.array_equal(np.asarray(entry.labels) > 0, (labels > 0) & (labels != IGN))
+    assert np.array_equal(np.asarray(entry.ignore), labels == IGN)
+    if hasattr(entry, "edited"):
+        edited = np.asarray(entry.edited)
+        assert edited[55:60, 5:10].all() and edited[0:3, 30:40].all() and not edited[16, 16]
+
+
+def test_to_training_entry_refuses_bad_input():
+    _training()
+    image = np.zeros((32, 32), np.float32)
+    with pytest.raises(TemDefectError, match="no defects"):
+        C.to_training_entry(image, np.zeros((32, 32), np.uint16))
+    with pytest.raises(TemDefectError, match="shape"):
+        C.to_training_entry(image, np.ones((16, 16), np.uint16))
