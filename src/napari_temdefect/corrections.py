@@ -310,7 +310,7 @@ def to_training_entry(image, labels, probability=None, *, threshold: float = 0.5
     sampler favours. The labels are copied, never modified.
     """
     from .preprocess import as_2d_image
-    from .training import TrainingEntry
+    from .training.dataset import TrainingEntry
 
     img = as_2d_image(image)
     arr = _check(labels)

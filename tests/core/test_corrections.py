@@ -148,7 +148,7 @@ def test_edits_shape_mismatch_is_a_clear_error():
 
 
 def _training():
-    training = pytest.importorskip("napari_temdefect.training")
+    training = pytest.importorskip("napari_temdefect.training.dataset")
     if not hasattr(training, "TrainingEntry"):
         pytest.skip("training core (issue 4 item 2) has not landed yet")
     return training

@@ -1,0 +1,176 @@
+"""Corrections widget on a real napari viewer: each button edits the labels undoably."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_temdefect import corrections as core
+from napari_temdefect.constants import IGNORE_LABEL
+
+pytestmark = pytest.mark.gui
+
+
+def _probability():
+    yy, xx = np.mgrid[0:96, 0:96]
+    p = np.zeros((96, 96))
+    for cy, cx in ((20, 20), (20, 60), (70, 30), (70, 75)):
+        p = np.maximum(p, np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 50.0))
+    return p.astype(np.float32)[None]
+
+
+@pytest.fixture
+def setup(make_napari_viewer, qtbot):
+    from napari_temdefect.widgets._session import get_session
+    from napari_temdefect.widgets.corrections import CorrectionsWidget
+
+    viewer = make_napari_viewer()
+    prob = _probability()
+    image = (1.0 - prob[0] + np.random.default_rng(0).normal(0, 0.05, prob.shape[1:])).astype(np.float32)
+    viewer.add_image(image, name="img", scale=(0.5, 0.5), metadata={"pixel_size_nm": 0.5})
+    viewer.add_image(prob[0], name="img probability")
+    labels = core.instances_from_mask(core.mask_from_probability(prob, 0.5)).astype(np.int32)
+    labels[5:7, 85:87] = labels.max() + 1   # a 4-px speck
+    layer = viewer.add_labels(labels, name="img defects")
+    get_session(viewer).inference_settings["threshold"] = 0.5
+    widget = CorrectionsWidget(viewer)
+    qtbot.addWidget(widget)
+    assert widget.layer() is layer
+    return viewer, widget, layer
+
+
+def test_buttons_edit_labels_and_undo_restores(setup):
+    viewer, widget, layer = setup
+    original = layer.data.copy()
+    speck = layer.data[5, 85]
+
+    widget.min_size.setValue(10)
+    widget.remove_small_btn.click()
+    assert not np.any(layer.data == speck) and np.any(layer.data > 0)
+    layer.undo()
+    assert np.array_equal(layer.data, original)
+
+    a, b = layer.data[20, 20], layer.data[20, 60]
+    widget.merge_ids.setText(f"{a}, {b}")
+    widget.merge_selected_btn.click()
+    assert layer.data[20, 60] == min(a, b) == layer.data[20, 20]
+    layer.undo()
+    assert np.array_equal(layer.data, original)
+
+    layer.selected_label = int(layer.data[70, 30])
+    widget.delete_selected_btn.click()
+    assert layer.data[70, 30] == 0 and layer.data[70, 75] > 0
+    widget.delete_at((70, 75))
+    assert layer.data[70, 75] == 0
+    layer.undo()
+    assert layer.data[70, 75] > 0 and layer.data[70, 30] == 0
+    layer.undo()
+    assert np.array_equal(layer.data, original)
+
+
+def test_fill_holes_and_merge_touching_buttons(setup):
+    viewer, widget, layer = setup
+    obj = layer.data[20, 20]
+    hole = layer.data.copy()
+    hole[19:22, 19:22] = 0
+    layer.data = hole
+    widget.fill_holes_btn.click()
+    assert np.all(layer.data[19:22, 19:22] == obj)
+    touching = layer.data.copy()
+    touching[20, 20:61] = touching[20, 60]   # a bridge joins two objects
+    layer.data = touching
+    widget.merge_touching_btn.click()
+    assert layer.data[20, 20] == layer.data[20, 60] == min(obj, touching[20, 60])
+
+
+def test_ignore_brush_selects_ignore_label_with_its_own_colour(setup):
+    viewer, widget, layer = setup
+    widget.ignore_btn.click()
+    assert layer.selected_label == IGNORE_LABEL and layer.mode == "paint"
+    grey = np.asarray(layer.colormap.map(np.array([IGNORE_LABEL]))[0])
+    assert grey[3] < 1 and np.allclose(grey[:3], grey[0])  # semi-transparent grey
+    one = np.asarray(layer.colormap.map(np.array([1]))[0])
+    assert not np.allclose(one, grey)
+
+
+def test_rethreshold_keeps_edits_and_is_undoable(setup, qtbot):
+    viewer, widget, layer = setup
+    labels = layer.data.copy()
+    labels[85:90, 5:10] = 50                 # painted by the user
+    labels[20, 55:66] = 0                    # an erased line through an object
+    labels[0:3, 40:50] = IGNORE_LABEL        # ignore strip
+    layer.data = labels
+    blob = layer.data[20, 20]
+    size_before = int((layer.data == blob).sum())
+
+    widget.rethreshold(0.2)
+    low = layer.data.copy()
+    assert (low == blob).sum() > size_before
+    assert np.all(low[85:90, 5:10] > 0) and np.all(low[20, 55:66] == 0)
+    assert np.all(low[0:3, 40:50] == IGNORE_LABEL)
+
+    widget.rethreshold(0.8)
+    assert (layer.data == blob).sum() < size_before
+    assert np.all(layer.data[85:90, 5:10] > 0) and np.all(layer.data[0:3, 40:50] == IGNORE_LABEL)
+
+    layer.undo()
+    assert np.array_equal(layer.data, low)
+    layer.undo()
+    assert np.array_equal(layer.data, labels)
+    # after undo, going back to 0.5 restores the original mask with the edits
+    widget.rethreshold(0.5)
+    assert np.array_equal(layer.data, labels)
+
+    # the slider applies after it rests
+    widget.threshold_spin.setValue(0.3)
+    qtbot.waitUntil(lambda: (layer.data == blob).sum() > size_before, timeout=3000)
+
+
+def test_add_save_load_training_set(setup, tmp_path, monkeypatch):
+    from napari_temdefect.widgets._session import get_session
+
+    viewer, widget, layer = setup
+    labels = layer.data.copy()
+    labels[85:90, 5:10] = 50
+    labels[0:3, 40:50] = IGNORE_LABEL
+    layer.data = labels
+    entry = widget.add_to_training_set()
+    assert entry is not None
+    ts = get_session(viewer).training_set
+    assert len(ts) == 1 and ts[0].name == "img" and ts[0].pixel_size_nm == 0.5
+    assert np.array_equal(ts[0].ignore_mask(), labels == IGNORE_LABEL)
+    assert ts[0].edited[85:90, 5:10].all() and not ts[0].edited[20, 20]
+    assert np.array_equal(layer.data, labels)            # labels untouched
+    widget.add_to_training_set()                         # same image again: replaced
+    assert len(ts) == 1 and widget.entries.count() == 1
+    assert "img" in widget.entries.item(0).text()
+
+    folder = tmp_path / "set"
+    assert widget.save_training_set(folder) == folder
+    asked = []
+    monkeypatch.setattr(widget, "_confirm", lambda text: asked.append(text) or False)
+    assert widget.save_training_set(folder) is None      # refused without confirmation
+    assert asked and "already holds" in asked[0]
+
+    get_session(viewer).training_set = None
+    loaded = widget.load_training_set(folder)
+    assert len(loaded) == 1 and np.array_equal(loaded[0].ignore_mask(), labels == IGNORE_LABEL)
+    assert widget.entries.count() == 1
+
+
+def test_errors_are_notifications_not_exceptions(make_napari_viewer, qtbot, monkeypatch):
+    from napari_temdefect.widgets import corrections as mod
+
+    shown = []
+    monkeypatch.setattr(mod, "show_error", lambda exc: shown.append(str(exc)))
+    viewer = make_napari_viewer()
+    widget = mod.CorrectionsWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.fill_holes_btn.click()
+    widget.add_btn.click()
+    assert len(shown) == 2 and "Inference" in shown[0]
+    viewer.add_labels(np.zeros((32, 32), np.int32), name="x defects")
+    widget.add_btn.click()
+    assert "No image layer" in shown[-1]
+    widget.rethreshold(0.4)
+    assert "No probability map" in shown[-1]
