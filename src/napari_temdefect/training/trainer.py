@@ -1,0 +1,431 @@
+"""Fine-tuning a loaded model in place, and training from scratch, with one loop.
+
+The default recipe follows the seed paper (Ochoa, Xu & Wang, arXiv:2507.16779): pretrained
+encoder, shallow stages and BatchNorm frozen (``depth="deep"``, ``freeze_bn=True``), an L2
+penalty of 1e-4 (optionally toward the starting weights: L2-SP), D4 flips/rotations, plus mild
+intensity jitter. Validation runs on tiles held back from every image (their labels never enter
+the training loss); the weights with the best validation score are kept, also when the user
+stops early.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import TemDefectError
+from .augment import augment_patch
+from .dataset import PatchSampler, TrainingEntry, TrainingSet, prepare_entries
+from .freeze import DEPTHS, apply_freeze, set_train_mode, unfreeze
+
+#: Steps when neither ``steps`` nor ``minutes`` is given.
+DEFAULT_STEPS = 300
+OPTIMIZERS = ("adamw", "adam")
+MONITORS = ("val_loss", "val_f1")
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one training round (all JSON-serialisable; stored in the model history)."""
+
+    #: which layers train: "decoder", "deep" (decoder + deepest encoder stages) or "all"
+    depth: str = "deep"
+    #: budget: a number of optimiser steps, or minutes of wall time (the first reached ends it)
+    steps: int | None = None
+    minutes: float | None = None
+    lr: float = 1e-3
+    optimizer: str = "adamw"
+    #: coefficient of the L2 penalty l2·Σ‖w − w_ref‖² on conv/linear weights (paper: 1e-4–1e-3)
+    l2: float = 1e-4
+    #: L2-SP: w_ref = the starting weights instead of zero
+    l2_sp: bool = False
+    #: decoupled AdamW weight decay on top of the L2 penalty (0: off)
+    weight_decay: float = 0.0
+    batch_size: int = 8
+    patch_size: int = 256
+    #: fraction of every image held back (as tiles) for validation
+    val_fraction: float = 0.15
+    #: early stopping after this many evaluations without improvement (None: never)
+    patience: int | None = 10
+    #: evaluate every N steps (None: about 20 evaluations per round, at least every 5 steps)
+    eval_every: int | None = None
+    monitor: str = "val_loss"
+    seed: int = 0
+    device: str | None = None
+    freeze_bn: bool = True
+    augment: bool = True
+    #: weight of positive pixels in the BCE (None: 1)
+    pos_weight: float | None = None
+    dice_weight: float = 1.0
+    #: how much more often patches are centred on corrected pixels than elsewhere
+    edited_weight: float = 4.0
+
+    def validate(self) -> "TrainConfig":
+        if str(self.depth).lower() not in DEPTHS:
+            raise TemDefectError(f"Unknown depth {self.depth!r}; use one of {', '.join(DEPTHS)}.")
+        self.depth = str(self.depth).lower()
+        if str(self.optimizer).lower() not in OPTIMIZERS:
+            raise TemDefectError(f"Unknown optimizer {self.optimizer!r}; use adamw or adam.")
+        self.optimizer = str(self.optimizer).lower()
+        if self.monitor not in MONITORS:
+            raise TemDefectError(f"Unknown monitor {self.monitor!r}; use val_loss or val_f1.")
+        if self.steps is not None and int(self.steps) < 1:
+            raise TemDefectError(f"steps must be at least 1 (got {self.steps}).")
+        if self.minutes is not None and not float(self.minutes) > 0:
+            raise TemDefectError(f"minutes must be positive (got {self.minutes}).")
+        if not (float(self.lr) > 0 and math.isfinite(float(self.lr))):
+            raise TemDefectError(f"The learning rate must be a positive number (got {self.lr}).")
+        if float(self.l2) < 0 or float(self.weight_decay) < 0:
+            raise TemDefectError("l2 and weight_decay must be zero or positive.")
+        if int(self.batch_size) < 1:
+            raise TemDefectError(f"batch_size must be at least 1 (got {self.batch_size}).")
+        if int(self.patch_size) < 32 or int(self.patch_size) % 32:
+            raise TemDefectError(
+                f"patch_size must be a multiple of 32, at least 32 (got {self.patch_size})."
+            )
+        if not 0 <= float(self.val_fraction) < 0.9:
+            raise TemDefectError(f"val_fraction must be in [0, 0.9) (got {self.val_fraction}).")
+        if self.patience is not None and int(self.patience) < 1:
+            raise TemDefectError("patience must be at least 1 evaluation (or None for never).")
+        if self.eval_every is not None and int(self.eval_every) < 1:
+            raise TemDefectError("eval_every must be at least 1 step.")
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class TrainResult:
+    """What a training round did. ``history``: one dict per evaluation
+    ``{step, train_loss, val_loss, val_f1, seconds}`` (step 0 = the starting weights)."""
+
+    history: list = field(default_factory=list)
+    best_step: int = 0
+    #: True when the user pressed Stop (cancel)
+    stopped: bool = False
+    seconds: float = 0.0
+    steps: int = 0
+    #: "budget", "early_stop" or "cancelled"
+    reason: str = "budget"
+    best_val_loss: float | None = None
+    best_val_f1: float | None = None
+    start_val_f1: float | None = None
+    trainable_params: int = 0
+    model: object = None
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d.pop("model")
+        return d
+
+
+def _as_training_set(data) -> TrainingSet:
+    if isinstance(data, TrainingSet):
+        return data
+    if isinstance(data, TrainingEntry):
+        return TrainingSet([data])
+    if data is None:
+        return TrainingSet()
+    try:
+        return TrainingSet(list(data))
+    except TypeError as exc:
+        raise TemDefectError(
+            "Give a TrainingSet (or a list of TrainingEntry) as training data."
+        ) from exc
+
+
+def check_training_inputs(model, training_set, config: TrainConfig) -> TrainingSet:
+    """Every check that can fail, done before any weight changes."""
+    config.validate()
+    tset = _as_training_set(training_set)
+    if len(tset) == 0:
+        raise TemDefectError(
+            "The training set is empty; add at least one corrected image before training."
+        )
+    n_classes = model.spec.num_classes
+    top = tset.max_class()
+    if top > n_classes:
+        bad = next(e for e in tset if e.max_class() == top)
+        names = ", ".join(model.spec.classes)
+        hint = (" (for a binary mask such as 0/255, use binary=True / --ignore-value)"
+                if n_classes == 1 else "")
+        raise TemDefectError(
+            f"The labels of {bad.name!r} contain class value {top}, but model {model.name!r} "
+            f"has {n_classes} class{'es' if n_classes > 1 else ''} ({names}); use labels "
+            f"0..{n_classes}{hint}."
+        )
+    return tset
+
+
+def _cancelled(cancel) -> bool:
+    if cancel is None:
+        return False
+    if isinstance(cancel, threading.Event) or hasattr(cancel, "is_set"):
+        return bool(cancel.is_set())
+    return bool(cancel())
+
+
+def finetune(model, training_set, config: TrainConfig | None = None, progress=None,
+             cancel=None) -> TrainResult:
+    """Fine-tune ``model.module`` in place on ``training_set``; keep the best weights.
+
+    ``progress(event)`` receives dicts with ``event`` "step" or "eval" (see docs/training.md);
+    ``cancel`` (a callable or ``threading.Event``) stops at the next step, keeping the best
+    weights. A record is appended to ``model.history``. If anything fails, the model's weights
+    are exactly what they were before.
+    """
+    config = dataclasses.replace(config) if config is not None else TrainConfig()
+    tset = check_training_inputs(model, training_set, config)
+    return _run(model, tset, config, progress, cancel, kind="finetune")
+
+
+def train(spec_or_model, training_set, config: TrainConfig | None = None, *,
+          encoder_weights=None, name: str = "new model", progress=None,
+          cancel=None) -> TrainResult:
+    """Train a model from scratch (or from an ImageNet/local encoder) with the same loop.
+
+    ``spec_or_model``: a ``ModelSpec``, a spec dict, or a ``Model``. The default config trains
+    every layer (``depth="all"``) with BatchNorm statistics learning (``freeze_bn=False``).
+    The trained model is ``result.model``.
+    """
+    from ..models import Model, create_model
+
+    if config is None:
+        config = TrainConfig(depth="all", freeze_bn=False, steps=DEFAULT_STEPS * 4)
+    config = dataclasses.replace(config)
+    if isinstance(spec_or_model, Model):
+        model = spec_or_model
+    else:
+        config.validate()
+        model = create_model(spec_or_model, encoder_weights=encoder_weights, device="cpu",
+                             name=name)
+    tset = check_training_inputs(model, training_set, config)
+    return _run(model, tset, config, progress, cancel, kind="train")
+
+
+def _state_copy(module) -> dict:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _run(model, tset: TrainingSet, config: TrainConfig, progress, cancel, kind: str):
+    import torch
+
+    from ..device import resolve_device
+
+    module = model.module
+    orig_device = model.device
+    device = resolve_device(config.device) if config.device is not None else orig_device
+    before = {k: v.detach().to("cpu").clone() for k, v in module.state_dict().items()}
+    try:
+        with torch.random.fork_rng(devices=[] if device.type != "cuda" else [device]):
+            torch.manual_seed(int(config.seed))
+            module.to(device)
+            result = _loop(model, tset, config, progress, cancel, device, kind)
+    except BaseException:
+        module.load_state_dict(before)  # a failed round changes nothing
+        raise
+    finally:
+        unfreeze(module)
+        module.eval()
+        module.to(orig_device)
+    result.model = model
+    return result
+
+
+def _loop(model, tset, config, progress, cancel, device, kind):
+    import torch
+
+    from ..metrics import pixel_f1
+    from .losses import bce_dice_loss
+
+    module = model.module
+    spec = model.spec
+    n_classes = spec.num_classes
+    rng = np.random.default_rng(int(config.seed))
+    largest = max(max(e.shape) for e in tset)
+    patch = min(int(config.patch_size), max(32, -(-largest // 32) * 32))
+    prepared, val = prepare_entries(
+        tset, n_classes, spec.normalization, patch, float(config.val_fraction), rng,
+        edited_weight=float(config.edited_weight),
+    )
+    sampler = PatchSampler(prepared, patch, rng)
+    state = apply_freeze(module, config.depth, freeze_bn=config.freeze_bn)
+    params = [p for p in module.parameters() if p.requires_grad]
+    if not params:  # pragma: no cover - every policy trains the head
+        raise TemDefectError("Nothing to train with this depth; choose depth='all'.")
+    penalised = [p for p in params if p.ndim > 1]
+    refs = [p.detach().clone() for p in penalised] if config.l2_sp else None
+    opt_cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    optimizer = opt_cls(params, lr=float(config.lr), weight_decay=float(config.weight_decay))
+    in_ch = spec.in_channels
+    total_steps = int(config.steps) if config.steps is not None else (
+        None if config.minutes is not None else DEFAULT_STEPS)
+    deadline = None if config.minutes is None else float(config.minutes) * 60.0
+    eval_every = int(config.eval_every) if config.eval_every else (
+        max(5, total_steps // 20) if total_steps else 25)
+    higher_better = config.monitor == "val_f1"
+
+    def to_input(images):
+        x = torch.from_numpy(np.stack(images)[:, None].astype(np.float32))
+        return (x.repeat(1, in_ch, 1, 1) if in_ch > 1 else x).to(device)
+
+    def evaluate():
+        imgs, tgts, vals = val
+        module.eval()
+        probs, bce_sum, n_valid = [], 0.0, 0.0
+        with torch.no_grad():
+            for i in range(0, len(imgs), int(config.batch_size)):
+                x = to_input(list(imgs[i:i + config.batch_size, 0]))
+                t = torch.from_numpy(tgts[i:i + config.batch_size]).to(device)
+                v = torch.from_numpy(vals[i:i + config.batch_size]).to(device)
+                logits = module(x)
+                pw = None if config.pos_weight is None else torch.tensor(float(config.pos_weight))
+                bce = torch.nn.functional.binary_cross_entropy_with_logits(
+                    logits, t.float(), reduction="none", pos_weight=pw)
+                vv = v.float().expand_as(logits)
+                bce_sum += float((bce * vv).sum())
+                n_valid += float(vv.sum())
+                probs.append(torch.sigmoid(logits).float().cpu().numpy())
+        prob = np.concatenate(probs)
+        keep = np.broadcast_to(vals, prob.shape)
+        loss = bce_sum / max(n_valid, 1.0)
+        f1s = []
+        for c in range(n_classes):
+            p, t, k = prob[:, c] * keep[:, c], tgts[:, c] * keep[:, c], keep[:, c]
+            dice = 1 - (2 * (p * t).sum() + 1) / (p.sum() + t.sum() + 1)
+            loss += float(config.dice_weight) * dice / n_classes
+            f1s.append(pixel_f1(prob[:, c] >= 0.5, tgts[:, c] > 0, ignore=~k).f1)
+        return float(loss), float(np.mean(f1s))
+
+    t0 = time.perf_counter()
+    history: list[dict] = []
+    best = {"score": None, "step": 0, "state": None, "val_loss": None, "val_f1": None}
+    result = TrainResult(trainable_params=state.trainable)
+
+    def record(step, train_loss):
+        val_loss, val_f1 = evaluate() if val is not None else (None, None)
+        entry = {"step": step, "train_loss": train_loss, "val_loss": val_loss,
+                 "val_f1": val_f1, "seconds": round(time.perf_counter() - t0, 3)}
+        history.append(entry)
+        improved = False
+        if val is not None:
+            score = val_f1 if higher_better else val_loss
+            if best["score"] is None or (score > best["score"] if higher_better
+                                         else score < best["score"]):
+                improved = True
+                best.update(score=score, step=step, state=_state_copy(module),
+                            val_loss=val_loss, val_f1=val_f1)
+        if progress is not None:
+            progress(dict(entry, event="eval", best_step=best["step"],
+                          total_steps=total_steps, fraction=_fraction(step)))
+        return improved
+
+    def _fraction(step):
+        parts = []
+        if total_steps:
+            parts.append(step / total_steps)
+        if deadline:
+            parts.append((time.perf_counter() - t0) / deadline)
+        return float(min(1.0, max(parts))) if parts else 0.0
+
+    if val is not None:
+        record(0, None)
+        result.start_val_f1 = history[0]["val_f1"]
+    pos_weight = None if config.pos_weight is None else torch.tensor(float(config.pos_weight),
+                                                                     device=device)
+    step, since_best, running = 0, 0, []
+    reason = "budget"
+    set_train_mode(module, state)
+    while True:
+        if total_steps is not None and step >= total_steps:
+            break
+        if deadline is not None and time.perf_counter() - t0 >= deadline:
+            break
+        if _cancelled(cancel):
+            reason = "cancelled"
+            break
+        images, targets, oks = sampler.batch(int(config.batch_size))
+        if config.augment:
+            aug = [augment_patch(im, [tg, ok], rng) for im, tg, ok in zip(images, targets, oks)]
+            images = [a[0] for a in aug]
+            targets = [a[1][0] for a in aug]
+            oks = [a[1][1] for a in aug]
+        x = to_input(images)
+        t = torch.from_numpy(np.stack(targets)).to(device)
+        v = torch.from_numpy(np.stack(oks)[:, None]).to(device)
+        optimizer.zero_grad(set_to_none=True)
+        logits = module(x)
+        loss = bce_dice_loss(logits, t, v, pos_weight=pos_weight,
+                             dice_weight=float(config.dice_weight))
+        total = loss
+        if float(config.l2) > 0:
+            if refs is None:
+                reg = sum((p * p).sum() for p in penalised)
+            else:
+                reg = sum(((p - r) ** 2).sum() for p, r in zip(penalised, refs))
+            total = loss + float(config.l2) * reg
+        if not torch.isfinite(total):
+            raise TemDefectError(
+                f"Training diverged at step {step + 1} (loss is not finite); lower the "
+                "learning rate."
+            )
+        total.backward()
+        optimizer.step()
+        step += 1
+        train_loss = float(loss.detach())
+        running.append(train_loss)
+        if progress is not None:
+            progress({"event": "step", "step": step, "train_loss": train_loss,
+                      "total_steps": total_steps, "fraction": _fraction(step),
+                      "seconds": round(time.perf_counter() - t0, 3)})
+        if step % eval_every == 0 and val is not None:
+            improved = record(step, float(np.mean(running)))
+            running = []
+            set_train_mode(module, state)
+            since_best = 0 if improved else since_best + 1
+            if config.patience is not None and since_best >= int(config.patience):
+                reason = "early_stop"
+                break
+    if val is not None and (not history or history[-1]["step"] != step):
+        record(step, float(np.mean(running)) if running else None)
+    if val is None:  # nothing held back: the last weights are the result
+        history.append({"step": step, "train_loss": float(np.mean(running)) if running else None,
+                        "val_loss": None, "val_f1": None,
+                        "seconds": round(time.perf_counter() - t0, 3)})
+        best["step"] = step
+    elif best["state"] is not None:
+        module.load_state_dict(best["state"])
+    result.history = history
+    result.best_step = int(best["step"])
+    result.stopped = reason == "cancelled"
+    result.reason = reason
+    result.steps = step
+    result.seconds = round(time.perf_counter() - t0, 3)
+    result.best_val_loss = best["val_loss"]
+    result.best_val_f1 = best["val_f1"]
+    model.history.append({
+        "kind": kind,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "config": config.to_dict(),
+        "data": tset.names,
+        "parent": model.parent if kind == "train" else (model.source or model.name),
+        "steps": step,
+        "best_step": result.best_step,
+        "reason": reason,
+        "start_val_f1": result.start_val_f1,
+        "best_val_loss": result.best_val_loss,
+        "best_val_f1": result.best_val_f1,
+        "seconds": result.seconds,
+        "trainable_params": state.trainable,
+        "evaluations": history,
+    })
+    if progress is not None:
+        progress({"event": "end", "step": step, "best_step": result.best_step,
+                  "reason": reason, "seconds": result.seconds, "fraction": 1.0})
+    return result
