@@ -1,0 +1,69 @@
+"""napari reader hook (npe2 ``readers`` contribution): a thin wrapper over :mod:`io`.
+
+The layer's ``scale`` is the pixel size in nm/px from the file (1 when the file has no
+calibration, marked ``calibrated: False`` in the metadata). A file this plugin cannot read makes
+the hook return ``None`` so napari can try other readers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from .errors import TemDefectError
+from .io import SUPPORTED_EXTENSIONS, Micrograph, read_image
+
+log = logging.getLogger(__name__)
+
+
+def napari_get_reader(path):
+    """Return a reader function for ``path``, or None if this plugin cannot open it."""
+    if isinstance(path, (list, tuple)):
+        if len(path) != 1:
+            return None
+        path = path[0]
+    if not isinstance(path, (str, os.PathLike)):
+        return None
+    p = Path(path)
+    if p.suffix.lower() not in SUPPORTED_EXTENSIONS or not p.is_file():
+        return None
+    return _read
+
+
+def _read(path):
+    if isinstance(path, (list, tuple)):
+        path = path[0]
+    try:
+        micrograph = read_image(path)
+    except TemDefectError as exc:
+        log.warning("napari-temdefect could not read %s: %s", path, exc)
+        return None
+    return [layer_data(micrograph)]
+
+
+def layer_metadata(micrograph: Micrograph, source: str | None = None) -> dict:
+    """The metadata every calibrated image layer of this plugin carries."""
+    return {
+        "pixel_size_nm": micrograph.pixel_size_nm,
+        "calibrated": micrograph.pixel_size_nm is not None,
+        "unit": "nm" if micrograph.pixel_size_nm is not None else "px",
+        "original_unit": micrograph.unit_original,
+        "original_scale": micrograph.scale_original,
+        "original_metadata": micrograph.metadata,
+        "source": source if source is not None else micrograph.path,
+    }
+
+
+def layer_data(micrograph: Micrograph) -> tuple:
+    """``(data, kwargs, "image")`` for napari, with scale in nm/px on the two image axes."""
+    px = micrograph.pixel_size_nm if micrograph.pixel_size_nm is not None else 1.0
+    scale = (1.0,) * (micrograph.data.ndim - 2) + (px, px)
+    kwargs = {
+        "name": micrograph.name,
+        "scale": scale,
+        "metadata": layer_metadata(micrograph),
+    }
+    if micrograph.pixel_size_nm is not None:
+        kwargs["units"] = ("pixel",) * (micrograph.data.ndim - 2) + ("nm", "nm")
+    return (micrograph.data, kwargs, "image")
