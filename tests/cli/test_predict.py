@@ -1,0 +1,91 @@
+"""`temdefect predict`: three calibrated TIFFs per image, never overwriting without asking."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_temdefect.cli.main import main
+from napari_temdefect.inference import predict
+
+
+def _write_input(path, data, pixel_size_nm=None):
+    kwargs = {}
+    if pixel_size_nm:
+        kwargs = {"resolution": (1 / pixel_size_nm, 1 / pixel_size_nm),
+                  "metadata": {"unit": "nm", "axes": "YX"}}
+    tifffile.imwrite(path, data, imagej=True, **kwargs)
+    return path
+
+
+def _pixel_size_nm(path):
+    with tifffile.TiffFile(path) as tif:
+        num, den = tif.pages[0].tags["XResolution"].value
+        return den / num
+
+
+def test_writes_probability_confidence_and_mask(tmp_path, tiny_model, tiny_checkpoint, rng,
+                                                capsys):
+    data = rng.integers(0, 4000, (90, 130), dtype=np.uint16)
+    a = _write_input(tmp_path / "a.tif", data, pixel_size_nm=0.25)
+    b = _write_input(tmp_path / "b.tif", data[:64, :70])
+    out = tmp_path / "out"
+    status = main(["predict", str(a), str(b), "--model", str(tiny_checkpoint), "--out", str(out),
+                   "--device", "cpu", "--tile", "64", "--overlap", "0.25"])
+    assert status == 0
+    prob = tifffile.imread(out / "a_probability.tif")
+    conf = tifffile.imread(out / "a_confidence.tif")
+    mask = tifffile.imread(out / "a_mask.tif")
+    assert prob.dtype == np.float32 and conf.dtype == np.float32 and mask.dtype == np.uint8
+    assert prob.shape == conf.shape == mask.shape == (90, 130)
+    expected = predict(tiny_model, data, tile=64, overlap=0.25, device="cpu")
+    np.testing.assert_allclose(prob, expected.probability[0], atol=1e-5)
+    np.testing.assert_array_equal(mask, expected.mask)
+    assert _pixel_size_nm(out / "a_mask.tif") == pytest.approx(0.25, rel=1e-4)
+    assert _pixel_size_nm(out / "a_probability.tif") == pytest.approx(0.25, rel=1e-4)
+    assert (out / "b_mask.tif").exists() and tifffile.imread(out / "b_mask.tif").shape == (64, 70)
+    assert "a.tif" in capsys.readouterr().out
+
+
+def test_existing_outputs_are_kept_without_overwrite(tmp_path, tiny_checkpoint, rng, capsys):
+    img = _write_input(tmp_path / "img.tif", rng.integers(0, 255, (64, 64), dtype=np.uint8))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "img_confidence.tif").write_bytes(b"mine")
+    args = ["predict", str(img), "--model", str(tiny_checkpoint), "--out", str(out),
+            "--device", "cpu"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "img_confidence.tif already exists" in err and "--overwrite" in err
+    assert err.count("\n") == 1
+    assert (out / "img_confidence.tif").read_bytes() == b"mine"
+    assert not (out / "img_mask.tif").exists()  # nothing was started
+    assert main(args + ["--overwrite", "--quiet"]) == 0
+    assert tifffile.imread(out / "img_confidence.tif").shape == (64, 64)
+
+
+@pytest.mark.parametrize("problem,words", [
+    ("unknown_model", "Unknown model"),
+    ("missing_image", "does not exist"),
+    ("stack", "2D"),
+    ("same_stem", "same output names"),
+])
+def test_mistakes_give_one_line(tmp_path, tiny_checkpoint, rng, capsys, problem, words):
+    img = _write_input(tmp_path / "img.tif", rng.integers(0, 255, (64, 64), dtype=np.uint8))
+    model, images = str(tiny_checkpoint), [str(img)]
+    if problem == "unknown_model":
+        model = "no-such-model"
+    elif problem == "missing_image":
+        images = [str(tmp_path / "nope.tif")]
+    elif problem == "stack":
+        images = [str(_write_input(tmp_path / "stack.tif",
+                                   rng.integers(0, 255, (3, 40, 40), dtype=np.uint8)))]
+    else:
+        (tmp_path / "other").mkdir()
+        images.append(str(_write_input(tmp_path / "other" / "img.tif",
+                                       rng.integers(0, 255, (64, 64), dtype=np.uint8))))
+    status = main(["predict", *images, "--model", model, "--out", str(tmp_path / "out"),
+                   "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert status == 2 and words in err and err.count("\n") == 1
