@@ -174,7 +174,8 @@ def relabel_sequential(labels) -> np.ndarray:
 def mask_from_probability(probability, threshold: float = 0.5) -> np.ndarray:
     """Class map (uint8, 0 background, k = class k) from a (C, H, W) or (H, W) probability map.
 
-    A pixel is class k when class k has the highest probability and it reaches ``threshold``.
+    A pixel is class k when class k has the highest probability and it is above ``threshold``
+    (the rule inference.predict uses).
     """
     prob = np.asarray(probability, dtype=np.float32)
     if prob.ndim == 2:
@@ -184,7 +185,7 @@ def mask_from_probability(probability, threshold: float = 0.5) -> np.ndarray:
             f"The probability map has shape {prob.shape}; give (H, W) or (classes, H, W)."
         )
     best = prob.argmax(axis=0)
-    keep = prob.max(axis=0) >= float(threshold)
+    keep = prob.max(axis=0) > float(threshold)
     return np.where(keep, best + 1, 0).astype(np.uint8)
 
 

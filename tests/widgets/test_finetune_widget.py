@@ -1,0 +1,151 @@
+"""Fine-tune widget on a real napari viewer with a tiny model (a few CPU steps)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.gui
+
+
+def _scene(seed=0, size=128):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size]
+    mask = np.zeros((size, size), bool)
+    for _ in range(10):
+        cy, cx = rng.integers(8, size - 8, 2)
+        mask |= (yy - cy) ** 2 + (xx - cx) ** 2 < rng.integers(9, 30)
+    image = (np.where(mask, 0.3, 0.7) + rng.normal(0, 0.05, mask.shape)).astype(np.float32)
+    return image, mask
+
+
+@pytest.fixture
+def setup(make_napari_viewer, qtbot, tiny_model):
+    from napari_temdefect import corrections as core
+    from napari_temdefect.inference import predict
+    from napari_temdefect.training import TrainingSet
+    from napari_temdefect.widgets._session import get_session
+    from napari_temdefect.widgets.finetune import FinetuneWidget
+
+    viewer = make_napari_viewer()
+    image, mask = _scene()
+    viewer.add_image(image, name="img")
+    result = predict(tiny_model, image, threshold=0.5, device="cpu")
+    viewer.add_image(result.probability[0], name="img probability")
+    viewer.add_labels(core.instances_from_mask(result.mask).astype(np.int32), name="img defects")
+    session = get_session(viewer)
+    session.model, session.model_key = tiny_model, "tiny"
+    session.predictions["img"] = result
+    session.inference_settings.update(threshold=0.5, device="cpu")
+    labels = core.instances_from_mask(mask).astype(np.uint16)
+    session.training_set = TrainingSet([core.to_training_entry(image, labels, name="img")])
+    widget = FinetuneWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.batch.setValue(2)
+    widget.patch.setCurrentText("128")
+    return viewer, widget, session
+
+
+def test_finetune_runs_in_worker_plots_and_updates_layers(setup, qtbot):
+    viewer, widget, session = setup
+    model = session.model
+    before = model.copy_weights()
+    prob_before = viewer.layers["img probability"].data.copy()
+    assert "tiny" in widget.model_label.text() and "1 image" in widget.set_label.text()
+    widget.budget_steps.setValue(6)
+
+    worker = widget.start()
+    assert worker is not None and widget.stop_btn.isEnabled() and not widget.train_btn.isEnabled()
+    with qtbot.waitSignal(worker.finished, timeout=120_000):
+        pass
+    qtbot.waitUntil(lambda: widget.result is not None, timeout=10_000)
+    assert widget.result.steps == 6 and not widget.result.stopped
+    assert widget.plot.n_points >= 6 and len(widget.plot.val_steps) >= 2
+    changed = any(not np.array_equal(v, model.module.state_dict()[k]) for k, v in before.items())
+    assert changed and model.history and model.history[-1]["kind"] == "finetune"
+    assert model.parent == "tiny"
+    # inference re-ran on the current image and the layers updated in place
+    assert widget.inference_worker is not None
+    with qtbot.waitSignal(widget.inference_worker.finished, timeout=60_000):
+        pass
+    qtbot.waitUntil(lambda: session.predictions["img"] is not None
+                    and not np.array_equal(viewer.layers["img probability"].data, prob_before),
+                    timeout=10_000)
+    assert sorted(ly.name for ly in viewer.layers) == [
+        "img", "img confidence", "img defects", "img probability"]  # updated, not piled up
+    assert widget.train_btn.isEnabled() and widget.revert_btn.isEnabled()
+
+
+def test_stop_keeps_best_weights_and_revert_restores_exactly(setup, qtbot):
+    viewer, widget, session = setup
+    model = session.model
+    before = model.copy_weights()
+    n_hist = len(model.history)
+    widget.budget_steps.setValue(100_000)
+    worker = widget.start()
+    qtbot.waitUntil(lambda: len(widget.plot.steps) >= 2, timeout=120_000)
+    widget.stop_btn.click()
+    with qtbot.waitSignal(worker.finished, timeout=120_000):
+        pass
+    qtbot.waitUntil(lambda: widget.result is not None, timeout=10_000)
+    assert widget.result.stopped and widget.result.steps < 100_000
+    if widget.inference_worker is not None:
+        with qtbot.waitSignal(widget.inference_worker.finished, timeout=60_000):
+            pass
+
+    assert widget.revert()
+    after = model.module.state_dict()
+    assert all(np.array_equal(before[k].numpy(), after[k].cpu().numpy()) for k in before)
+    assert len(model.history) == n_hist and model.name == "tiny"
+    assert not widget.revert_btn.isEnabled()
+    if widget.inference_worker is not None:
+        with qtbot.waitSignal(widget.inference_worker.finished, timeout=60_000):
+            pass
+
+
+def test_save_model_writes_history_and_refuses_overwrite(setup, qtbot, tmp_path, monkeypatch):
+    from napari_temdefect.models import load_model
+
+    viewer, widget, session = setup
+    widget.budget_steps.setValue(3)
+    worker = widget.start()
+    with qtbot.waitSignal(worker.finished, timeout=120_000):
+        pass
+    qtbot.waitUntil(lambda: widget.result is not None, timeout=10_000)
+    path = widget.save_model(tmp_path / "tuned.safetensors")
+    assert path is not None and path.exists()
+    loaded = load_model(path, device="cpu")
+    assert loaded.parent == "tiny" and loaded.history[-1]["kind"] == "finetune"
+    assert loaded.history[-1]["steps"] == 3
+    content = path.read_bytes()
+    asked = []
+    monkeypatch.setattr(widget, "_confirm", lambda text: asked.append(text) or False)
+    assert widget.save_model(path) is None
+    assert asked and path.read_bytes() == content
+    if widget.inference_worker is not None:
+        with qtbot.waitSignal(widget.inference_worker.finished, timeout=60_000):
+            pass
+
+
+def test_bad_input_is_a_message_and_nothing_starts(make_napari_viewer, qtbot, monkeypatch,
+                                                   tiny_model):
+    from napari_temdefect.widgets import finetune as mod
+    from napari_temdefect.widgets._session import get_session
+
+    shown = []
+    monkeypatch.setattr(mod, "show_error", lambda exc: shown.append(str(exc)))
+    viewer = make_napari_viewer()
+    widget = mod.FinetuneWidget(viewer)
+    qtbot.addWidget(widget)
+    assert "Inference" in widget.model_label.text()
+    assert widget.start() is None and "No model" in shown[-1]
+    get_session(viewer).model = tiny_model
+    assert widget.start() is None and "empty" in shown[-1]
+    widget.lr.setCurrentText("fast")
+    from napari_temdefect.training import TrainingSet
+    image, mask = _scene()
+    get_session(viewer).training_set = TrainingSet()
+    get_session(viewer).training_set.add(image, mask.astype(np.uint8), name="a")
+    assert widget.start() is None and "not a number" in shown[-1]
+    assert widget.revert() is False and "nothing to revert" in shown[-1]
+    assert widget.worker is None
