@@ -30,7 +30,7 @@ def build_module(spec: ModelSpec, encoder_weights: str | None = None) -> nn.Modu
         if encoder_weights == "imagenet":
             from .pretrained import build_with_imagenet
 
-            return build_with_imagenet(cls, spec)
+            return _drop_unused_stages(build_with_imagenet(cls, spec), spec)
         module = cls(
             encoder_name=spec.encoder,
             encoder_weights=None,
@@ -47,4 +47,16 @@ def build_module(spec: ModelSpec, encoder_weights: str | None = None) -> nn.Modu
         from .pretrained import load_encoder_weights
 
         load_encoder_weights(module, encoder_weights)
+    return _drop_unused_stages(module, spec)
+
+
+def _drop_unused_stages(module: nn.Module, spec: ModelSpec) -> nn.Module:
+    """smp keeps ResNet stages beyond ``encoder_depth`` although its forward never runs them
+    (resnet18 at depth 4 would carry 8.4 M dead parameters); drop them so that they are neither
+    trained nor shipped."""
+    depth = int(spec.options.get("encoder_depth", 5))
+    encoder = getattr(module, "encoder", None)
+    for stage in range(max(depth, 1), 5):  # layer{stage} is run only when depth > stage
+        if hasattr(encoder, f"layer{stage}") and type(encoder).__name__ == "ResNetEncoder":
+            delattr(encoder, f"layer{stage}")
     return module
