@@ -1,0 +1,209 @@
+"""Quantification: instances, a per-object table and a per-image summary, in physical units.
+
+>>> from napari_temdefect.quantify import quantify, write_csv
+>>> result = quantify(mask, "blobs", pixel_size_nm=0.25)
+>>> write_csv(result.objects, "objects.csv"); write_csv(result.summary, "summary.csv")
+
+What the input is taken to be:
+
+* ``bool`` array, or an integer array with a single non-zero value (0/1, 0/255): a mask.
+* float array with values in 0..1: a probability map, thresholded at ``threshold``; it also
+  fills ``mean_probability`` unless ``probability`` is given.
+* integer array with several non-zero values: instance labels (blobs, grains), kept as given.
+* ``labels=``: instance labels to measure instead of labelling the mask.
+
+For ``grains`` a mask is the *boundary* network; the grains are the regions it encloses.
+No Qt or napari here: the widget and the CLI call this.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ..constants import IGNORE_LABEL, KINDS
+from ..errors import TemDefectError
+from .tables import OBJECT_COLUMNS, SUMMARY_COLUMNS, measure, px_name, summarize, write_csv
+
+__all__ = ["quantify", "QuantResult", "write_csv", "OBJECT_COLUMNS", "SUMMARY_COLUMNS",
+           "DEFAULT_MIN_SIZE_PX", "px_name"]
+
+#: Default minimum object size: pixels of area (blobs, grains) or of skeleton length (lines).
+DEFAULT_MIN_SIZE_PX = {"blobs": 5, "lines": 5, "grains": 20}
+
+
+@dataclass
+class QuantResult:
+    labels: np.ndarray          # int32 instances (grains: boundaries shared out, see grains.py)
+    objects: pd.DataFrame       # one row per object
+    summary: pd.DataFrame       # one row
+    kind: str
+    pixel_size_nm: float | None
+    #: extra arrays: "mask" (bool defect pixels), "skeleton" (lines), "boundary" (grains)
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def calibrated(self) -> bool:
+        return self.pixel_size_nm is not None
+
+
+def _check_number(value, what: str, fix: str) -> float | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TemDefectError(f"The {what} {value!r} is not a number; {fix}.") from None
+    if not math.isfinite(v) or v <= 0:
+        raise TemDefectError(f"The {what} is {value}; it must be a positive number ({fix}).")
+    return v
+
+
+def _plane(arr, what: str) -> np.ndarray:
+    from ..preprocess import as_2d_image
+
+    a = np.asarray(arr)
+    if a.ndim == 3 and a.shape[0] == 1:
+        a = a[0]
+    if a.ndim == 3 and a.shape[0] not in (1, 3, 4) and a.shape[-1] not in (3, 4):
+        raise TemDefectError(
+            f"The {what} has {a.shape[0]} channels; pick the one class to quantify first.")
+    return as_2d_image(a, name=what)
+
+
+def _same_shape(arr, shape, what):
+    if arr is None:
+        return None
+    a = _plane(arr, what)
+    if a.shape != shape:
+        raise TemDefectError(
+            f"The {what} is {a.shape[0]}×{a.shape[1]} px but the mask is {shape[0]}×{shape[1]} px;"
+            " give arrays of the same image.")
+    return a
+
+
+def _interpret(data, threshold: float):
+    """Return (mask bool, probability or None, instance labels or None)."""
+    a = _plane(data, "mask or probability map")
+    if a.dtype == np.uint8 and a.max() <= 1 and a.min() >= 0:
+        return a > 0, None, None
+    if np.issubdtype(a.dtype, np.floating):
+        finite = a[np.isfinite(a)]
+        if finite.size and (finite.min() < 0 or finite.max() > 1):
+            if np.all(finite == np.round(finite)):
+                a = np.where(np.isfinite(a), a, 0).astype(np.int64)
+            else:
+                raise TemDefectError(
+                    "The probability map has values outside 0..1; give probabilities "
+                    "(0..1), a binary mask, or integer instance labels.")
+        else:
+            prob = np.where(np.isfinite(a), a, 0).astype(np.float32)
+            return prob >= threshold, prob, None
+    if np.issubdtype(a.dtype, np.integer):
+        a = np.where(a == IGNORE_LABEL, 0, a)
+        values = np.unique(a)
+        values = values[values != 0]
+        if values.size <= 1:
+            return a != 0, None, None
+        if values.min() < 0:
+            raise TemDefectError("The label image has negative values; give a mask or "
+                                 "labels with 0 for background and positive ids.")
+        return a > 0, None, a
+    raise TemDefectError(f"The mask has dtype {a.dtype}; give a mask, labels or probabilities.")
+
+
+def quantify(mask_or_probability, kind: str, pixel_size_nm: float | None = None, *,
+             labels=None, probability=None, confidence=None, thickness_nm=None,
+             min_size_px: int | None = None, threshold: float = 0.5,
+             split_touching: bool = False, image_name: str = "image",
+             split_h_px: float = 2.0, gap_px: int | None = None,
+             fill_boundaries: bool = True) -> QuantResult:
+    """Label, measure and summarise the defects of one image.
+
+    ``pixel_size_nm=None`` means uncalibrated: every length/area column is in pixels and named
+    ``_px``/``_px2``. ``thickness_nm`` (lines) adds the dislocation density ρ = L/(A·t) in m⁻².
+    ``min_size_px`` (default :data:`DEFAULT_MIN_SIZE_PX`) drops smaller objects: area in px for
+    blobs and grains, skeleton length in px for lines. See docs/quantification.md.
+    """
+    from . import blobs, grains, lines
+
+    if kind not in KINDS:
+        raise TemDefectError(f"Unknown kind {kind!r}; choose one of {', '.join(KINDS)}.")
+    px = _check_number(pixel_size_nm, "pixel size",
+                       "give nm per pixel, or leave it empty for an uncalibrated image")
+    t = _check_number(thickness_nm, "foil thickness", "give it in nm, or leave it empty")
+    if not 0 < float(threshold) < 1:
+        raise TemDefectError(f"The threshold is {threshold}; choose a value between 0 and 1.")
+    min_size = DEFAULT_MIN_SIZE_PX[kind] if min_size_px is None else int(min_size_px)
+    if min_size < 0:
+        raise TemDefectError("The minimum size is negative; give 0 or more pixels.")
+
+    mask, prob, instances = _interpret(mask_or_probability, float(threshold))
+    shape = mask.shape
+    if labels is not None:
+        lab = _same_shape(labels, shape, "labels")
+        if not np.issubdtype(lab.dtype, np.integer):
+            raise TemDefectError("The labels are not integers; give an integer label image.")
+        instances = np.where(lab == IGNORE_LABEL, 0, lab)
+        if kind != "grains":
+            mask = instances > 0
+    if probability is not None:
+        prob = _same_shape(probability, shape, "probability map").astype(np.float32)
+    conf = _same_shape(confidence, shape, "confidence map")
+
+    extra: dict = {}
+    columns: dict = {}
+    foreground = int(np.count_nonzero(mask))
+    length = None
+    if kind == "blobs":
+        if instances is not None:
+            lab = blobs.remove_small(np.asarray(instances, np.int32).copy(), min_size)
+            if split_touching:
+                lab = blobs.relabel(blobs.split_touching_blobs(lab > 0, split_h_px))
+                lab = blobs.remove_small(lab, min_size)
+        else:
+            lab = blobs.label_blobs(mask, min_size, split_touching, split_h_px)
+        foreground = int(np.count_nonzero(lab))
+    elif kind == "lines":
+        lab, skel, length, ends, junctions = lines.label_lines(mask, min_size)
+        extra["skeleton"] = skel
+        columns = {"endpoints": ends, "junctions": junctions}
+        foreground = int(np.count_nonzero(lab))
+    else:
+        gap = grains.DEFAULT_GAP_PX if gap_px is None else int(gap_px)
+        if instances is not None:
+            lab = blobs.remove_small(np.asarray(instances, np.int32).copy(), min_size)
+            n = int(lab.max()) + 1
+            solidity = grains._solidity(lab, n)
+            extra["boundary"] = lab == 0
+        else:
+            lab, interiors, closed, _touch, solidity = grains.label_grains(
+                mask, min_size, gap, fill_boundaries)
+            extra["boundary"] = closed
+            extra["interiors"] = interiors
+        convex = solidity >= grains.CONVEX_SOLIDITY
+        columns = {"solidity": solidity, "convex": convex}
+        foreground = int(np.count_nonzero(extra["boundary"]))
+    lab = np.asarray(lab, np.int32)
+    extra["mask"] = mask
+
+    objects = measure(lab, px, kind=kind, image=image_name, probability=prob,
+                      confidence=conf, length_px=length, extra=columns)
+    if kind == "grains" and "interiors" in extra:
+        # a grain is cut by the field when its interior reaches the image edge
+        inner = extra["interiors"]
+        touch = np.zeros(int(inner.max()) + 1, bool)
+        for edge in (inner[0], inner[-1], inner[:, 0], inner[:, -1]):
+            touch[np.unique(edge)] = True
+        touch[0] = False
+        objects["touches_border"] = touch[objects["label"].to_numpy()]
+    grain_convex = objects["convex"].to_numpy(bool) if kind == "grains" else None
+    summary = summarize(objects, kind=kind, image=image_name, shape=shape, pixel_size_nm=px,
+                        foreground_px=foreground, thickness_nm=t, min_size_px=min_size,
+                        threshold=float(threshold) if prob is not None else None,
+                        grain_convex=grain_convex)
+    return QuantResult(labels=lab, objects=objects, summary=summary, kind=kind,
+                       pixel_size_nm=px, extra=extra)

@@ -1,0 +1,105 @@
+"""Comparing a result with a reference (annotation).
+
+* Annotation-independent measures of the seed paper (arXiv:2507.16779): the number of objects
+  (grains) in each, and the distance between the two size distributions (equivalent
+  diameters): Kolmogorov–Smirnov statistic and Wasserstein (earth mover's) distance, the
+  latter in nm (px when uncalibrated).
+* Pixel F1 (foreground pixels; for grains, boundary pixels), boundary F1 with a tolerance for
+  lines and grain boundaries, and object F1 (one-to-one matches at IoU ≥ ``iou``), from
+  :mod:`napari_temdefect.metrics`.
+* A confusion overlay as in the paper's figures: true positives green, false positives blue,
+  false negatives red, true negatives transparent (RGBA uint8).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .. import metrics
+from ..errors import TemDefectError
+
+TP_COLOR = (0, 255, 0, 255)
+FP_COLOR = (0, 0, 255, 255)
+FN_COLOR = (255, 0, 0, 255)
+
+
+@dataclass
+class Comparison:
+    metrics: pd.DataFrame   # one row
+    overlay: np.ndarray     # (H, W, 4) uint8
+    pred: object            # QuantResult
+    truth: object           # QuantResult
+
+
+def confusion_overlay(pred_mask, truth_mask) -> np.ndarray:
+    """RGBA uint8 image: TP green, FP blue, FN red, TN transparent."""
+    p, t = np.asarray(pred_mask, bool), np.asarray(truth_mask, bool)
+    if p.shape != t.shape:
+        raise TemDefectError(f"The prediction is {p.shape} px but the reference is {t.shape} "
+                             "px; compare images of the same size.")
+    out = np.zeros(p.shape + (4,), np.uint8)
+    out[p & t] = TP_COLOR
+    out[p & ~t] = FP_COLOR
+    out[~p & t] = FN_COLOR
+    return out
+
+
+def size_distance(a, b) -> tuple[float, float]:
+    """(Kolmogorov–Smirnov statistic, Wasserstein distance) of two samples (NaN if one is empty)."""
+    from scipy.stats import ks_2samp, wasserstein_distance
+
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    if a.size == 0 or b.size == 0:
+        return float("nan"), float("nan")
+    return float(ks_2samp(a, b).statistic), float(wasserstein_distance(a, b))
+
+
+def compare(pred, truth, kind: str, pixel_size_nm: float | None = None, *, iou: float = 0.5,
+            tolerance_px: float = 3.0, image_name: str = "image", **quantify_kwargs) -> Comparison:
+    """Quantify ``pred`` and ``truth`` alike (or take given QuantResults) and compare them."""
+    from . import QuantResult, quantify
+
+    def q(x, name):
+        if isinstance(x, QuantResult):
+            return x
+        return quantify(x, kind, pixel_size_nm, image_name=name, **quantify_kwargs)
+
+    p, t = q(pred, image_name), q(truth, image_name)
+    if p.labels.shape != t.labels.shape:
+        raise TemDefectError(f"The prediction is {p.labels.shape} px but the reference is "
+                             f"{t.labels.shape} px; compare images of the same size.")
+    pm = p.extra.get("boundary") if kind == "grains" else p.labels > 0
+    tm = t.extra.get("boundary") if kind == "grains" else t.labels > 0
+    pix = metrics.pixel_f1(pm, tm)
+    bnd = metrics.boundary_f1(pm, tm, tolerance_px=tolerance_px)
+    obj = metrics.object_f1(p.labels, t.labels, iou=iou)
+    cal = p.pixel_size_nm is not None
+    d = "equivalent_diameter_nm" if cal else "equivalent_diameter_px"
+    if kind == "grains":  # the paper compares grains inside the field
+        pd_ = p.objects.loc[~p.objects["touches_border"], d]
+        td_ = t.objects.loc[~t.objects["touches_border"], d]
+    else:
+        pd_, td_ = p.objects[d], t.objects[d]
+    ks, wd = size_distance(pd_, td_)
+    unit = "nm" if cal else "px"
+    row = {
+        "image": image_name, "kind": kind,
+        "pixel_size_nm": p.pixel_size_nm if cal else np.nan,
+        "pixel_f1": pix.f1, "pixel_precision": pix.precision, "pixel_recall": pix.recall,
+        "boundary_f1": bnd.f1, "boundary_tolerance_px": tolerance_px,
+        "object_f1": obj.f1, "object_precision": obj.precision, "object_recall": obj.recall,
+        "object_iou": iou, "matched": obj.tp, "false_positives": obj.fp,
+        "false_negatives": obj.fn,
+        "count_pred": len(pd_), "count_truth": len(td_),
+        "count_ratio": len(pd_) / len(td_) if len(td_) else np.nan,
+        "size_ks": ks, f"size_wasserstein_{unit}": wd,
+        f"mean_diameter_pred_{unit}": float(np.mean(pd_)) if len(pd_) else np.nan,
+        f"mean_diameter_truth_{unit}": float(np.mean(td_)) if len(td_) else np.nan,
+    }
+    return Comparison(metrics=pd.DataFrame([row]), overlay=confusion_overlay(pm, tm),
+                      pred=p, truth=t)

@@ -1,0 +1,361 @@
+"""Quantification against known answers from hand-made arrays."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import ndimage as ndi
+from skimage.draw import line as draw_line
+
+from napari_temdefect.errors import TemDefectError
+from napari_temdefect.quantify import OBJECT_COLUMNS, SUMMARY_COLUMNS, quantify, write_csv
+from napari_temdefect.quantify.compare import compare, confusion_overlay
+
+PX = 0.4  # nm per pixel
+
+
+def draw_disk(mask, center, diameter):
+    """Pixels whose centre lies within the circle (area ≈ π r² to well under 1%)."""
+    r = diameter / 2
+    y, x = np.ogrid[:mask.shape[0], :mask.shape[1]]
+    mask[(y - center[0]) ** 2 + (x - center[1]) ** 2 <= r * r] = True
+
+
+def disks_image():
+    diameters = [12, 16, 20, 24, 28, 32, 36, 40, 18, 26]
+    centers = [(30, 30), (30, 90), (30, 160), (35, 225), (100, 40), (100, 120), (110, 200),
+               (190, 40), (180, 120), (200, 200)]
+    mask = np.zeros((256, 256), bool)
+    for c, d in zip(centers, diameters):
+        draw_disk(mask, c, d)
+    return mask, np.array(diameters, float), np.array(centers, float)
+
+
+def thick_segment(mask, p0, p1, radius=1):
+    m = np.zeros_like(mask)
+    rr, cc = draw_line(*p0, *p1)
+    m[rr, cc] = True
+    if radius:
+        m = ndi.binary_dilation(m, iterations=radius)
+    mask |= m
+    return math.hypot(p1[0] - p0[0], p1[1] - p0[1])
+
+
+# ---------------------------------------------------------------- blobs
+
+def test_disks_count_diameter_density():
+    mask, diameters, centers = disks_image()
+    res = quantify(mask, "blobs", PX, image_name="disks")
+    obj = res.objects.sort_values("equivalent_diameter_nm").reset_index(drop=True)
+    assert list(res.objects.columns[:len(OBJECT_COLUMNS)]) == OBJECT_COLUMNS
+    assert len(obj) == len(diameters)  # exact count
+    np.testing.assert_allclose(obj["equivalent_diameter_nm"], np.sort(diameters) * PX, rtol=0.02)
+    np.testing.assert_allclose(obj["major_axis_nm"], np.sort(diameters) * PX, rtol=0.02)
+    np.testing.assert_allclose(obj["eccentricity"], 0, atol=0.2)
+    # centroids: x is the column, y the row, both in nm from the first pixel's centre
+    got = res.objects.sort_values(["centroid_y_nm", "centroid_x_nm"])
+    want = centers[np.lexsort((centers[:, 1], centers[:, 0]))] * PX
+    np.testing.assert_allclose(got[["centroid_y_nm", "centroid_x_nm"]], want, atol=0.05)
+    s = res.summary.iloc[0]
+    field_um2 = 256 * 256 * PX ** 2 * 1e-6
+    assert s["field_area_um2"] == pytest.approx(field_um2)
+    assert s["number_density_per_um2"] == pytest.approx(10 / field_um2, rel=0.01)
+    assert s["area_fraction"] == pytest.approx(
+        (np.pi * (diameters / 2) ** 2).sum() / 256 ** 2, rel=0.02)
+    assert s["mean_equivalent_diameter_nm"] == pytest.approx(diameters.mean() * PX, rel=0.02)
+    assert s["median_equivalent_diameter_nm"] == pytest.approx(np.median(diameters) * PX, rel=0.02)
+    assert s["p90_equivalent_diameter_nm"] == pytest.approx(
+        np.percentile(diameters, 90) * PX, rel=0.02)
+    assert list(res.summary.columns) == SUMMARY_COLUMNS
+    assert s["image"] == "disks" and s["kind"] == "blobs" and s["pixel_size_nm"] == PX
+
+
+def test_equivalent_diameter_is_not_the_papers_formula():
+    mask = np.zeros((64, 64), bool)
+    draw_disk(mask, (32, 32), 30)
+    d = quantify(mask, "blobs", 1.0).objects["equivalent_diameter_nm"].iloc[0]
+    area = mask.sum()
+    assert d == pytest.approx(2 * math.sqrt(area / math.pi))
+    assert d == pytest.approx(30, rel=0.01)
+    assert 2 * math.sqrt(area) / math.pi == pytest.approx(0.564 * d, rel=0.01)
+
+
+def test_orientation_and_axes_of_a_tilted_bar():
+    mask = np.zeros((128, 128), bool)
+    thick_segment(mask, (100, 20), (20, 100), radius=2)  # up and to the right on screen
+    o = quantify(mask, "blobs").objects.iloc[0]
+    assert o["orientation_deg"] == pytest.approx(45, abs=1)
+    assert o["eccentricity"] > 0.95
+    assert o["major_axis_px"] > 5 * o["minor_axis_px"]
+
+
+def test_uncalibrated_stays_in_pixels():
+    mask, diameters, _ = disks_image()
+    res = quantify(mask, "blobs", None)
+    cols = list(res.objects.columns) + list(res.summary.columns)
+    assert not [c for c in cols if c.endswith(("_nm", "_nm2", "_um", "_um2")) and
+                c not in ("pixel_size_nm", "thickness_nm")]  # inputs, in nm
+    assert "equivalent_diameter_px" in cols and "area_px2" in cols
+    assert "field_area_px2" in cols and "number_density_per_px2" in cols
+    assert np.isnan(res.summary["pixel_size_nm"].iloc[0])
+    np.testing.assert_allclose(np.sort(res.objects["equivalent_diameter_px"]),
+                               np.sort(diameters), rtol=0.02)
+    assert res.summary["field_area_px2"].iloc[0] == 256 * 256
+
+
+def test_min_size_drops_specks_and_border_is_flagged():
+    mask = np.zeros((64, 64), bool)
+    mask[10, 10] = mask[20:22, 20:22] = True  # 1 px and 4 px specks
+    draw_disk(mask, (40, 40), 10)
+    mask[0:6, 30:36] = True  # touches the top edge
+    res = quantify(mask, "blobs", 1.0, min_size_px=5)
+    assert len(res.objects) == 2
+    assert res.objects["touches_border"].sum() == 1
+    s = res.summary.iloc[0]
+    assert s["count"] == 2 and s["count_excluding_border"] == 1
+    assert quantify(mask, "blobs", 1.0, min_size_px=0).summary["count"].iloc[0] == 4
+
+
+def test_watershed_splits_two_touching_disks():
+    mask = np.zeros((80, 120), bool)
+    draw_disk(mask, (40, 40), 40)
+    draw_disk(mask, (40, 76), 40)  # centres 36 px apart, radius 20: they overlap
+    assert len(quantify(mask, "blobs", 1.0).objects) == 1
+    res = quantify(mask, "blobs", 1.0, split_touching=True)
+    assert len(res.objects) == 2
+    xs = np.sort(res.objects["centroid_x_nm"])
+    assert xs[0] == pytest.approx(40, abs=2) and xs[1] == pytest.approx(76, abs=2)
+    # an elongated blob is not split
+    bar = np.zeros((80, 120), bool)
+    bar[30:50, 10:110] = True
+    assert len(quantify(bar, "blobs", 1.0, split_touching=True).objects) == 1
+
+
+def test_probability_input_threshold_and_mean_probability():
+    prob = np.zeros((64, 64), np.float32)
+    prob[10:20, 10:20] = 0.9
+    prob[40:50, 40:50] = 0.6
+    conf = np.full((64, 64), 0.25, np.float32)
+    res = quantify(prob, "blobs", 1.0, confidence=conf)
+    assert sorted(res.objects["mean_probability"].round(3)) == [0.6, 0.9]
+    assert np.allclose(res.objects["mean_confidence"], 0.25)
+    assert res.summary["threshold"].iloc[0] == 0.5
+    assert len(quantify(prob, "blobs", 1.0, threshold=0.7).objects) == 1
+
+
+def test_instance_labels_are_kept():
+    labels = np.zeros((64, 64), np.int32)
+    labels[10:20, 10:20] = 7
+    labels[10:20, 20:30] = 3  # touches label 7: still two objects
+    res = quantify(labels, "blobs", 1.0)
+    assert sorted(res.objects["label"]) == [3, 7]
+    assert np.array_equal(res.labels, labels)
+
+
+# ---------------------------------------------------------------- lines
+
+@pytest.mark.parametrize("p0,p1", [
+    ((100, 20), (100, 220)),   # horizontal
+    ((20, 120), (220, 120)),   # vertical
+    ((20, 20), (220, 220)),    # diagonal
+    ((200, 20), (60, 230)),    # 33.7°
+    ((220, 100), (20, 180)),   # 68°
+])
+def test_straight_line_length(p0, p1):
+    mask = np.zeros((240, 240), bool)
+    true = thick_segment(mask, p0, p1, radius=1)
+    res = quantify(mask, "lines", PX)
+    assert len(res.objects) == 1
+    assert res.objects["length_nm"].iloc[0] == pytest.approx(true * PX, rel=0.03)
+    assert res.summary["total_line_length_um"].iloc[0] == pytest.approx(true * PX / 1000,
+                                                                       rel=0.03)
+
+
+@pytest.mark.parametrize("radius", [30, 60, 100])
+def test_curved_arc_length(radius):
+    size = 2 * radius + 40
+    y, x = np.ogrid[:size, :size]
+    r = np.hypot(y - size / 2, x - size / 2)
+    ring = (np.abs(r - radius) <= 1.5) & (x > size / 2)  # half ring, 3 px wide
+    res = quantify(ring, "lines", 1.0)
+    assert res.objects["length_nm"].iloc[0] == pytest.approx(math.pi * radius, rel=0.03)
+
+
+def test_junction_network_is_not_double_counted():
+    mask = np.zeros((240, 240), bool)
+    total = thick_segment(mask, (120, 20), (120, 220))      # horizontal bar
+    total += thick_segment(mask, (20, 120), (118, 120))     # down to it: a T
+    total += thick_segment(mask, (122, 120), (200, 40))     # diagonal branch: an X-like node
+    total += thick_segment(mask, (20, 20), (100, 60))       # a separate line
+    total2 = thick_segment(np.zeros_like(mask), (20, 20), (100, 60))
+    res = quantify(mask, "lines", 1.0)
+    assert len(res.objects) == 2
+    lengths = res.objects.sort_values("length_nm")["length_nm"].to_numpy()
+    assert lengths[0] == pytest.approx(total2, rel=0.03)
+    assert lengths.sum() == pytest.approx(total, rel=0.03)
+    assert res.objects["junctions"].max() >= 1
+    assert res.objects.loc[res.objects["length_nm"].idxmax(), "endpoints"] == 4
+
+
+def test_dislocation_density_from_thickness():
+    mask = np.zeros((200, 250), bool)
+    length_px = thick_segment(mask, (100, 20), (100, 220))
+    res = quantify(mask, "lines", 2.0, thickness_nm=100)
+    s = res.summary.iloc[0]
+    L_m = length_px * 2.0e-9
+    A_m2 = 200 * 250 * (2.0e-9) ** 2
+    assert s["dislocation_density_m2"] == pytest.approx(L_m / (A_m2 * 100e-9), rel=0.03)
+    assert s["line_density_per_um"] == pytest.approx(
+        s["total_line_length_um"] / s["field_area_um2"])
+    assert s["thickness_nm"] == 100
+    # uncalibrated: no density in m^-2 can exist
+    unc = quantify(mask, "lines", None, thickness_nm=100).summary
+    assert "dislocation_density_m2" not in unc.columns
+    assert unc["total_line_length_px"].iloc[0] == pytest.approx(length_px, rel=0.03)
+
+
+# ---------------------------------------------------------------- grains
+
+def grid_boundaries(size=256, pitch=32, width=2):
+    b = np.zeros((size, size), bool)
+    for k in range(pitch, size, pitch):
+        b[k - width // 2:k - width // 2 + width, :] = True
+        b[:, k - width // 2:k - width // 2 + width] = True
+    return b
+
+
+def test_grain_grid_count_and_size():
+    b = grid_boundaries()
+    res = quantify(b, "grains", PX)
+    s = res.summary.iloc[0]
+    assert s["grain_count_including_border"] == 64
+    assert s["grain_count"] == 36  # 6 × 6 cells do not touch the edge
+    assert s["count_excluding_border"] == 36
+    assert s["convex_grain_count"] == 36
+    # boundaries are shared out, so inner grains tile 32 × 32 px cells
+    inner = res.objects[~res.objects["touches_border"]]
+    np.testing.assert_allclose(inner["area_nm2"], 32 * 32 * PX ** 2, rtol=0.01)
+    assert s["mean_grain_diameter_nm"] == pytest.approx(2 * math.sqrt(1024 / math.pi) * PX,
+                                                        rel=0.01)
+    interiors = quantify(b, "grains", PX, fill_boundaries=False, gap_px=0).objects
+    np.testing.assert_allclose(interiors.loc[~interiors["touches_border"], "area_nm2"],
+                               30 * 30 * PX ** 2)
+    interiors = quantify(b, "grains", PX, fill_boundaries=False).objects  # corners rounded
+    np.testing.assert_allclose(interiors.loc[~interiors["touches_border"], "area_nm2"],
+                               30 * 30 * PX ** 2, rtol=0.01)
+
+
+def test_grain_gaps_are_closed_and_diagonal_boundaries_separate():
+    b = grid_boundaries()
+    b[100:103, 63:65] = False  # a 3 px gap in a vertical boundary
+    assert quantify(b, "grains", 1.0).summary["grain_count"].iloc[0] == 36
+    assert quantify(b, "grains", 1.0, gap_px=0).summary["grain_count"].iloc[0] == 35
+    diag = np.zeros((128, 128), bool)
+    idx = np.arange(128)
+    diag[idx, idx] = True  # a one-pixel 8-connected diagonal still splits the field
+    assert quantify(diag, "grains", 1.0, gap_px=0).summary["grain_count_including_border"].iloc[0] == 2
+
+
+def test_voronoi_grains(rng):
+    from skimage.segmentation import find_boundaries
+
+    size, n = 256, 40
+    seeds = rng.uniform(0, size, (n, 2))
+    yy, xx = np.mgrid[:size, :size]
+    d = (yy[..., None] - seeds[:, 0]) ** 2 + (xx[..., None] - seeds[:, 1]) ** 2
+    cells = d.argmin(-1) + 1
+    b = find_boundaries(cells, mode="inner")
+    res = quantify(b, "grains", 1.0, min_size_px=5)
+    # every cell with a non-trivial interior is one grain
+    sizes = np.bincount(cells[~b].ravel())
+    assert res.summary["grain_count_including_border"].iloc[0] == np.count_nonzero(sizes >= 5)
+    inner_truth = set(range(1, n + 1)) - set(np.unique(np.concatenate(
+        [cells[0], cells[-1], cells[:, 0], cells[:, -1]])))
+    assert res.summary["grain_count"].iloc[0] == len(inner_truth)
+
+
+# ---------------------------------------------------------------- files, errors, compare
+
+def test_csv_round_trip_and_no_overwrite(tmp_path):
+    mask, _, _ = disks_image()
+    res = quantify(mask, "blobs", PX, image_name="ü disks, 1")
+    path = tmp_path / "objects.csv"
+    write_csv(res.objects, path)
+    back = pd.read_csv(path)
+    assert list(back.columns) == list(res.objects.columns)
+    assert back["image"].iloc[0] == "ü disks, 1"
+    np.testing.assert_allclose(back["equivalent_diameter_nm"], res.objects["equivalent_diameter_nm"])
+    assert back["touches_border"].dtype == bool
+    assert back["mean_probability"].isna().all()
+    before = path.read_bytes()
+    with pytest.raises(TemDefectError, match="already exists"):
+        write_csv(res.summary, path)
+    assert path.read_bytes() == before
+    write_csv(res.summary, path, overwrite=True)
+    assert len(pd.read_csv(path)) == 1
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(kind="dots"), "Unknown kind"),
+    (dict(kind="blobs", pixel_size_nm=0), "positive"),
+    (dict(kind="blobs", pixel_size_nm="abc"), "not a number"),
+    (dict(kind="lines", thickness_nm=-5), "thickness"),
+    (dict(kind="blobs", confidence=np.zeros((10, 10))), "same image"),
+])
+def test_bad_input_raises_one_sentence(kwargs, match):
+    with pytest.raises(TemDefectError, match=match):
+        quantify(np.zeros((32, 32), bool), **kwargs)
+
+
+def test_probability_out_of_range_is_refused():
+    with pytest.raises(TemDefectError, match="outside 0..1"):
+        quantify(np.full((32, 32), 1.5, np.float32), "blobs")
+
+
+def test_empty_mask_gives_zero_counts():
+    res = quantify(np.zeros((32, 32), bool), "blobs", 1.0)
+    assert len(res.objects) == 0 and res.summary["count"].iloc[0] == 0
+    assert res.summary["number_density_per_um2"].iloc[0] == 0
+
+
+def test_compare_with_reference():
+    truth, _, _ = disks_image()
+    lab, _ = ndi.label(truth)
+    rows = ndi.center_of_mass(truth, lab, range(1, lab.max() + 1))
+    pred = truth.copy()
+    for i, (r, _c) in enumerate(rows, start=1):
+        if r > 170:
+            pred[lab == i] = False   # misses the three bottom disks
+    draw_disk(pred, (240, 240), 10)  # one false positive
+    cmp = compare(pred, truth, "blobs", PX)
+    m = cmp.metrics.iloc[0]
+    assert m["count_truth"] == 10 and m["count_pred"] == 8
+    assert m["false_positives"] == 1 and m["false_negatives"] == 3 and m["matched"] == 7
+    assert m["object_f1"] == pytest.approx(2 * 7 / (2 * 7 + 1 + 3))
+    assert 0 < m["size_ks"] <= 1 and m["size_wasserstein_nm"] > 0
+    same = compare(truth, truth, "blobs", PX).metrics.iloc[0]
+    assert same["pixel_f1"] == 1 and same["size_ks"] == 0 and same["size_wasserstein_nm"] == 0
+    ov = cmp.overlay
+    assert ov.shape == truth.shape + (4,) and ov.dtype == np.uint8
+    assert tuple(ov[30, 30]) == (0, 255, 0, 255)       # TP green
+    assert tuple(ov[240, 240]) == (0, 0, 255, 255)     # FP blue
+    assert tuple(ov[190, 40]) == (255, 0, 0, 255)      # FN red
+    assert ov[0, 128, 3] == 0                          # TN transparent
+
+
+def test_compare_grains_counts():
+    truth = grid_boundaries()
+    pred = truth.copy()
+    pred[:, 128 - 1:128 + 1] = False  # a missed boundary merges pairs of grains
+    m = compare(pred, truth, "grains", None).metrics.iloc[0]
+    assert m["count_truth"] == 36 and m["count_pred"] == 30
+    assert m["size_wasserstein_px"] > 0
+
+
+def test_confusion_overlay_shape_mismatch():
+    with pytest.raises(TemDefectError, match="same size"):
+        confusion_overlay(np.zeros((4, 4)), np.zeros((5, 5)))
