@@ -377,7 +377,8 @@ class PatchSampler:
         # each image is drawn about equally often, whatever its size
         self.image_p = (totals > 0) / max(1, np.count_nonzero(totals > 0))
 
-    def sample(self):
+    def position(self) -> tuple[int, int, int]:
+        """(entry index, top, left) of a random patch."""
         rng, P = self.rng, self.patch
         k = int(rng.choice(len(self.prepared), p=self.image_p))
         p = self.prepared[k]
@@ -386,9 +387,12 @@ class PatchSampler:
         cy = (cell // gw) * p.grid + int(rng.integers(p.grid))
         cx = (cell % gw) * p.grid + int(rng.integers(p.grid))
         h, w = p.image.shape
-        y = int(np.clip(cy - P // 2, 0, h - P))
-        x = int(np.clip(cx - P // 2, 0, w - P))
-        sl = (slice(y, y + P), slice(x, x + P))
+        return k, int(np.clip(cy - P // 2, 0, h - P)), int(np.clip(cx - P // 2, 0, w - P))
+
+    def sample(self):
+        k, y, x = self.position()
+        p = self.prepared[k]
+        sl = (slice(y, y + self.patch), slice(x, x + self.patch))
         return p.image[sl], p.target[(slice(None),) + sl], p.train_ok[sl]
 
     def batch(self, n: int):

@@ -64,10 +64,17 @@ def encoder_stages(module: nn.Module) -> tuple[list[list[nn.Module]], list[nn.Mo
     size = 64
     in_ch = next((m.in_channels for m in encoder.modules() if isinstance(m, nn.Conv2d)), 1)
 
+    order: list[int] = []
+
     def hook(mod, _inp, out):
+        if id(mod) in factor:
+            return
         t = _first_4d(out)
-        if t is not None and id(mod) not in factor:
+        if t is not None:
             factor[id(mod)] = max(1, round(size / t.shape[-2]))
+        else:  # e.g. a token/embedding layer: it belongs with the layer that ran before it
+            factor[id(mod)] = factor[order[-1]] if order else 1
+        order.append(id(mod))
 
     handles = [m.register_forward_hook(hook) for m in leaves]
     was_training = encoder.training

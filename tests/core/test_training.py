@@ -1,0 +1,301 @@
+"""Training core: freezing, BN, ignore mask, augmentation, early stopping, cancel, files,
+bad input. Tiny models, 64 px patches, a handful of steps (the machine is shared)."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from napari_temdefect.constants import IGNORE_LABEL
+from napari_temdefect.errors import TemDefectError
+from napari_temdefect.models import create_model
+from napari_temdefect.training import (
+    TrainConfig, TrainingEntry, TrainingSet, apply_freeze, finetune, train,
+    trainable_parameter_count,
+)
+from napari_temdefect.training.augment import augment_patch, d4, d4_inverse
+from napari_temdefect.training.dataset import PatchSampler, prepare_entries
+from napari_temdefect.training.freeze import encoder_stages
+from napari_temdefect.training.losses import bce_dice_loss
+
+FAST = dict(patch_size=64, batch_size=2, eval_every=2, val_fraction=0.25)
+
+
+def disks(seed, size=128, n=8):
+    r = np.random.default_rng(seed)
+    img = r.normal(0, 1, (size, size)).astype(np.float32)
+    lab = np.zeros((size, size), np.uint8)
+    yy, xx = np.mgrid[:size, :size]
+    for _ in range(n):
+        cy, cx = r.integers(8, size - 8, 2)
+        rad = r.integers(4, 9)
+        d = (yy - cy) ** 2 + (xx - cx) ** 2 < rad ** 2
+        lab[d] = 1
+        img[d] += 2.0
+    return img, lab
+
+
+@pytest.fixture
+def tset():
+    return TrainingSet([TrainingEntry(*disks(s), name=f"disks{s}") for s in range(2)])
+
+
+def weights(model):
+    return {k: v.clone() for k, v in model.module.state_dict().items()}
+
+
+def same(a, b):
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ---- freezing -------------------------------------------------------------------------------
+
+def test_depth_policies_freeze_the_right_layers(tiny_model):
+    m = tiny_model.module
+    counts = {}
+    for depth in ("decoder", "deep", "all"):
+        apply_freeze(m, depth)
+        counts[depth] = trainable_parameter_count(m)
+        assert all(p.requires_grad for p in m.decoder.parameters())
+        assert all(p.requires_grad for p in m.segmentation_head.parameters())
+        stem = m.encoder.conv1.weight.requires_grad
+        deepest = m.encoder.layer2[0].conv1.weight.requires_grad  # encoder_depth=3: layer2 is last
+        assert (stem, deepest) == {"decoder": (False, False), "deep": (False, True),
+                                   "all": (True, True)}[depth]
+        # layers the forward pass never uses (layer3/4 at encoder_depth 3) never train
+        assert not m.encoder.layer4[0].conv1.weight.requires_grad
+    assert counts["decoder"] < counts["deep"] < counts["all"]
+
+
+def test_stages_found_for_other_encoders_and_defectsegnet():
+    unet5 = create_model(arch="unet", encoder="resnet18", device="cpu")
+    stages, unused = encoder_stages(unet5.module)
+    assert len(stages) == 5 and not unused
+    apply_freeze(unet5.module, "deep")
+    enc = unet5.module.encoder
+    assert not enc.layer2[0].conv1.weight.requires_grad and enc.layer3[0].conv1.weight.requires_grad
+    dsn = create_model(arch="defectsegnet", device="cpu",
+                       options={"depth": 2, "growth_rate": 4, "layers_per_block": 1,
+                                "stem_channels": 4})
+    apply_freeze(dsn.module, "deep")
+    mod = dsn.module
+    assert not any(p.requires_grad for p in mod.stem.parameters())
+    assert all(p.requires_grad for p in mod.bottleneck.parameters())
+    assert all(p.requires_grad for p in mod.head.parameters())
+
+
+@pytest.mark.parametrize("freeze_bn", [True, False])
+def test_batchnorm_stats_of_frozen_parts_never_change(tiny_model, tset, freeze_bn):
+    enc = tiny_model.module.encoder
+    before = weights(tiny_model)
+    cfg = dict(FAST, val_fraction=0.0)  # nothing held back: the last weights are kept
+    finetune(tiny_model, tset, TrainConfig(steps=3, depth="deep", freeze_bn=freeze_bn, **cfg))
+    after = weights(tiny_model)
+    frozen_bn = [k for k in before if k.startswith(("encoder.bn1.", "encoder.layer1."))
+                 and "running" in k]
+    assert frozen_bn and all(torch.equal(before[k], after[k]) for k in frozen_bn)
+    deep_bn = [k for k in before if k.startswith("encoder.layer2.") and "running_mean" in k]
+    changed = any(not torch.equal(before[k], after[k]) for k in deep_bn)
+    assert changed == (not freeze_bn)  # trainable BN learns statistics only when not frozen
+    assert not torch.equal(before["encoder.layer2.0.conv1.weight"],
+                           after["encoder.layer2.0.conv1.weight"])
+    assert torch.equal(before["encoder.conv1.weight"], after["encoder.conv1.weight"])
+    assert all(p.requires_grad for p in tiny_model.module.parameters())  # unfrozen afterwards
+    assert not tiny_model.module.training and enc is tiny_model.module.encoder
+
+
+# ---- loss and augmentation -----------------------------------------------------------------
+
+def test_ignored_pixels_have_no_gradient_and_no_effect():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 1, 16, 16, requires_grad=True)
+    target = (torch.rand(2, 1, 16, 16) > 0.5).float()
+    valid = torch.ones(2, 1, 16, 16)
+    valid[:, :, :8] = 0
+    loss = bce_dice_loss(logits, target, valid)
+    loss.backward()
+    assert torch.all(logits.grad[:, :, :8] == 0)
+    assert torch.any(logits.grad[:, :, 8:] != 0)
+    flipped = target.clone()
+    flipped[:, :, :8] = 1 - flipped[:, :, :8]
+    assert torch.isclose(bce_dice_loss(logits, flipped, valid), loss)
+
+
+def test_ignore_value_and_mask_are_left_out_of_training(tiny_model):
+    img, lab = disks(3)
+    lab = lab.astype(np.uint16)
+    lab[:, :40] = IGNORE_LABEL
+    ignore = np.zeros(lab.shape, bool)
+    ignore[100:, :] = True
+    e = TrainingEntry(img, lab, ignore=ignore)
+    prepared, _ = prepare_entries([e], 1, None, 64, 0.0, np.random.default_rng(0))
+    assert not prepared[0].train_ok[:, :40].any() and not prepared[0].train_ok[100:].any()
+    assert prepared[0].train_ok[:100, 40:].all()
+    assert prepared[0].target.max() == 1  # IGNORE_LABEL is not a class
+
+
+def test_d4_moves_image_and_labels_together():
+    img = np.arange(36, dtype=np.float32).reshape(6, 6)
+    seen = set()
+    rng = np.random.default_rng(0)
+    for _ in range(64):
+        out, (lab, two), k = augment_patch(img, [img.astype(np.int32), np.stack([img, img])],
+                                           rng, intensity=0.0)
+        assert np.array_equal(lab, d4(img, k)) and np.array_equal(out, lab)
+        assert np.array_equal(two[1], lab)
+        assert np.array_equal(d4_inverse(lab, k), img)
+        assert np.array_equal(d4(torch.from_numpy(img), k).numpy(), lab)
+        seen.add(k)
+    assert seen == set(range(8))
+    assert len({d4(img, k).tobytes() for k in range(8)}) == 8
+    jittered, _, _ = augment_patch(img, [], rng)
+    assert not np.array_equal(np.sort(jittered.ravel()), np.sort(img.ravel()))
+
+
+def test_sampler_prefers_corrected_regions():
+    img, lab = disks(4, size=256, n=4)
+    edited = np.zeros(lab.shape, bool)
+    edited[:64, :64] = True
+
+    def corner_share(entry):
+        prepared, _ = prepare_entries([entry], 1, None, 32, 0.0, np.random.default_rng(0),
+                                      edited_weight=8.0)
+        sampler = PatchSampler(prepared, 32, np.random.default_rng(1))
+        pos = [sampler.position() for _ in range(600)]
+        return np.mean([y + 16 < 64 and x + 16 < 64 for _, y, x in pos])
+
+    edited_share = corner_share(TrainingEntry(img, lab, edited=edited))
+    plain_share = corner_share(TrainingEntry(img, lab))
+    assert edited_share > 2 * plain_share
+    assert edited_share < 0.9  # the rest of the image is still sampled
+
+
+# ---- the loop --------------------------------------------------------------------------------
+
+def test_early_stopping_keeps_the_best_weights(tiny_model, tset):
+    snapshots = {}
+    def progress(ev):
+        if ev["event"] == "eval":
+            snapshots[ev["step"]] = weights(tiny_model)
+    res = finetune(tiny_model, tset, TrainConfig(steps=8, lr=3e-2, patience=2, **FAST),
+                   progress=progress)
+    losses = {h["step"]: h["val_loss"] for h in res.history}
+    assert res.best_step == min(losses, key=losses.get)
+    assert same(weights(tiny_model), snapshots[res.best_step])
+    if res.reason == "early_stop":
+        assert res.steps < 8
+    rec = tiny_model.history[-1]
+    assert rec["kind"] == "finetune" and rec["best_step"] == res.best_step
+    assert rec["data"] == ["disks0", "disks1"] and rec["config"]["depth"] == "deep"
+
+
+def test_cancel_stops_at_the_next_step(tiny_model, tset):
+    stop = threading.Event()
+    steps = []
+    def progress(ev):
+        if ev["event"] == "step":
+            steps.append(ev["step"])
+            if ev["step"] == 3:
+                stop.set()
+    res = finetune(tiny_model, tset, TrainConfig(steps=50, **FAST), progress=progress,
+                   cancel=stop)
+    assert res.stopped and res.reason == "cancelled" and res.steps == 3 and steps == [1, 2, 3]
+    assert res.history[-1]["step"] == 3  # a last evaluation, then the best weights are kept
+
+
+def test_same_seed_same_weights(tset):
+    def run():
+        torch.manual_seed(0)
+        m = create_model(arch="unet", encoder="resnet18", device="cpu",
+                         options={"encoder_depth": 3, "decoder_channels": (16, 8, 4)})
+        finetune(m, tset, TrainConfig(steps=2, seed=7, **FAST))
+        return weights(m)
+    assert same(run(), run())
+
+
+def test_user_labels_are_never_modified(tiny_model):
+    img, lab = disks(5)
+    lab[0, :10] = 255
+    lab = lab.astype(np.uint16)
+    lab[1, :10] = IGNORE_LABEL
+    img0, lab0 = img.copy(), lab.copy()
+    entry = TrainingEntry(img, lab, binary=True)
+    assert entry.labels is not lab and entry.image is not img
+    finetune(tiny_model, [entry], TrainConfig(steps=1, **FAST))
+    assert np.array_equal(lab, lab0) and np.array_equal(img, img0)
+    assert np.array_equal(entry.labels, lab0)
+
+
+def test_train_from_scratch_returns_a_trained_model(tset):
+    spec = dict(arch="defectsegnet", options={"depth": 2, "growth_rate": 4,
+                                              "layers_per_block": 1, "stem_channels": 4})
+    res = train(spec, tset, TrainConfig(depth="all", freeze_bn=False, steps=4, **FAST))
+    assert res.model is not None and res.model.history[-1]["kind"] == "train"
+    assert res.steps == 4 and res.history[0]["step"] == 0
+
+
+def test_l2_sp_pulls_toward_start_weights(tiny_model, tset):
+    far = tiny_model.clone()
+    start = weights(tiny_model)
+    cfg = dict(steps=4, lr=1e-2, val_fraction=0.0, patch_size=64, batch_size=2, augment=False)
+    finetune(tiny_model, tset, TrainConfig(l2=1.0, l2_sp=True, **cfg))
+    finetune(far, tset, TrainConfig(l2=0.0, **cfg))
+    key = "decoder.blocks.0.conv1.0.weight"
+    d_sp = (weights(tiny_model)[key] - start[key]).norm()
+    d_free = (weights(far)[key] - start[key]).norm()
+    assert d_sp < d_free
+
+
+# ---- files -----------------------------------------------------------------------------------
+
+def test_training_set_save_load_round_trip(tmp_path):
+    img, lab = disks(6)
+    ign = np.zeros(lab.shape, bool)
+    ign[:5] = True
+    ed = np.zeros(lab.shape, bool)
+    ed[50:60, 50:60] = True
+    ts = TrainingSet([TrainingEntry(img, lab, ignore=ign, edited=ed, name="a/b c",
+                                    pixel_size_nm=0.5),
+                      TrainingEntry(img.astype(np.uint16), lab * 255, binary=True)])
+    ts.save(tmp_path / "set")
+    back = TrainingSet.load(tmp_path / "set")
+    assert back.names == ["a/b c", "image 2"] and back[0].pixel_size_nm == 0.5
+    for a, b in zip(ts, back):
+        assert np.array_equal(a.image, b.image) and a.image.dtype == b.image.dtype
+        assert np.array_equal(a.labels, b.labels) and a.binary == b.binary
+        assert (a.ignore is None) == (b.ignore is None) and (a.edited is None) == (b.edited is None)
+    assert np.array_equal(back[0].ignore, ign) and np.array_equal(back[0].edited, ed)
+    with pytest.raises(TemDefectError, match="already holds"):
+        ts.save(tmp_path / "set")
+    ts.remove("image 2")
+    ts.save(tmp_path / "set", overwrite=True)
+    assert len(TrainingSet.load(tmp_path / "set")) == 1
+    assert len(list((tmp_path / "set").glob("001_*"))) == 0  # stale files of entry 2 are gone
+    with pytest.raises(TemDefectError, match="holds no training set"):
+        TrainingSet.load(tmp_path)
+
+
+# ---- bad input ---------------------------------------------------------------------------------
+
+def test_bad_inputs_give_one_clear_error_and_change_nothing(tiny_model, tset):
+    before = weights(tiny_model)
+    img, lab = disks(7)
+    with pytest.raises(TemDefectError, match="empty"):
+        finetune(tiny_model, TrainingSet(), TrainConfig(steps=1, **FAST))
+    with pytest.raises(TemDefectError, match="no defects"):
+        TrainingEntry(img, np.zeros_like(lab))
+    with pytest.raises(TemDefectError, match="no defects"):
+        TrainingEntry(img, np.full(lab.shape, IGNORE_LABEL, np.uint16))
+    with pytest.raises(TemDefectError, match="128×100 px but the image is 128×128"):
+        TrainingEntry(img, lab[:, :100])
+    bad = TrainingEntry(img, lab * 3, name="three")
+    with pytest.raises(TemDefectError, match="class value 3.*1 class"):
+        finetune(tiny_model, [bad], TrainConfig(steps=1, **FAST))
+    with pytest.raises(TemDefectError, match="depth"):
+        finetune(tiny_model, tset, TrainConfig(depth="shallow"))
+    with pytest.raises(TemDefectError, match="multiple of 32"):
+        finetune(tiny_model, tset, TrainConfig(patch_size=50))
+    assert same(weights(tiny_model), before) and tiny_model.history == []
