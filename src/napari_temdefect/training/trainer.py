@@ -206,6 +206,9 @@ def train(spec_or_model, training_set, config: TrainConfig | None = None, *,
         model = create_model(spec_or_model, encoder_weights=encoder_weights, device="cpu",
                              name=name)
     tset = check_training_inputs(model, training_set, config)
+    sizes = [e.pixel_size_nm for e in tset]
+    if model.spec.pixel_size_nm is None and sizes and all(s is not None for s in sizes):
+        model.spec.pixel_size_nm = float(np.median(sizes))  # the scale the model learned
     return _run(model, tset, config, progress, cancel, kind="train")
 
 

@@ -1,0 +1,98 @@
+"""`temdefect finetune` and `temdefect train` end to end (tiny model, a few steps)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_temdefect.cli.main import main
+from napari_temdefect.models import load_model
+
+FAST = ["--steps", "3", "--patch-size", "64", "--batch-size", "2", "--device", "cpu",
+        "--val-fraction", "0.25"]
+
+
+def write_pair(folder, stem, seed, ignore_value=None):
+    r = np.random.default_rng(seed)
+    img = r.normal(100, 10, (128, 128)).astype(np.float32)
+    mask = np.zeros((128, 128), np.uint8)
+    yy, xx = np.mgrid[:128, :128]
+    for _ in range(6):
+        cy, cx = r.integers(10, 118, 2)
+        d = (yy - cy) ** 2 + (xx - cx) ** 2 < 36
+        mask[d] = 255
+        img[d] += 40
+    if ignore_value is not None:
+        mask[:20, :20] = ignore_value
+    tifffile.imwrite(folder / f"{stem}.tif", img)
+    tifffile.imwrite(folder / f"{stem}_mask.tif", mask)
+    return folder / f"{stem}.tif", folder / f"{stem}_mask.tif", mask
+
+
+def test_finetune_writes_a_checkpoint_that_predict_loads(tmp_path, tiny_checkpoint, capsys):
+    i1, l1, mask = write_pair(tmp_path, "a", 1, ignore_value=128)
+    i2, l2, _ = write_pair(tmp_path, "b", 2)
+    mask_before = tifffile.imread(l1).copy()
+    out = tmp_path / "tuned.safetensors"
+    rc = main(["finetune", "--model", str(tiny_checkpoint), "--images", str(i1), str(i2),
+               "--labels", str(l1), str(l2), "--out", str(out), "--ignore-value", "128",
+               "--depth", "decoder", "--l2-sp", *FAST])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "wrote" in captured.out and "step" in captured.err
+    tuned = load_model(out, device="cpu")
+    rec = tuned.history[-1]
+    assert rec["kind"] == "finetune" and rec["data"] == ["a.tif", "b.tif"]
+    assert rec["config"]["depth"] == "decoder" and rec["config"]["l2_sp"] is True
+    assert tuned.parent == str(tiny_checkpoint)
+    assert np.array_equal(tifffile.imread(l1), mask_before)  # labels file untouched
+
+    rc = main(["predict", str(i2), "--model", str(out), "--out", str(tmp_path / "pred"),
+               "--device", "cpu", "--quiet"])
+    assert rc == 0
+    assert (tmp_path / "pred" / "b_mask.tif").exists()
+
+    # no silent overwrite, and the file is unchanged
+    stamp = out.stat().st_mtime_ns
+    rc = main(["finetune", "--model", str(tiny_checkpoint), "--images", str(i1),
+               "--labels", str(l1), "--out", str(out), *FAST])
+    assert rc == 2 and "already exists" in capsys.readouterr().err
+    assert out.stat().st_mtime_ns == stamp
+
+
+@pytest.mark.parametrize("problem, expected", [
+    ("count", "give one label file per image"),
+    ("empty", "contain no defects"),
+    ("shape", "but the image is"),
+])
+def test_finetune_bad_input_is_one_line_exit_2(tmp_path, tiny_checkpoint, capsys, problem,
+                                              expected):
+    i1, l1, mask = write_pair(tmp_path, "a", 1)
+    labels = [str(l1)]
+    if problem == "count":
+        labels = [str(l1), str(l1)]
+    elif problem == "empty":
+        tifffile.imwrite(tmp_path / "empty.tif", np.zeros_like(mask))
+        labels = [str(tmp_path / "empty.tif")]
+    elif problem == "shape":
+        tifffile.imwrite(tmp_path / "small.tif", mask[:64])
+        labels = [str(tmp_path / "small.tif")]
+    out = tmp_path / "x.safetensors"
+    rc = main(["finetune", "--model", str(tiny_checkpoint), "--images", str(i1),
+               "--labels", *labels, "--out", str(out), *FAST])
+    err = capsys.readouterr().err
+    assert rc == 2 and expected in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_train_from_scratch_cli(tmp_path, capsys):
+    i1, l1, _ = write_pair(tmp_path, "a", 3)
+    out = tmp_path / "new.safetensors"
+    rc = main(["train", "--images", str(i1), "--labels", str(l1), "--out", str(out),
+               "--arch", "unet", "--encoder", "resnet18", "--encoder-depth", "3",
+               "--decoder-channels", "16", "8", "4", "--classes", "bubble", "--quiet", *FAST])
+    assert rc == 0, capsys.readouterr().err
+    model = load_model(out, device="cpu")
+    assert model.spec.classes == ["bubble"] and model.spec.options["encoder_depth"] == 3
+    assert model.history[-1]["kind"] == "train" and model.history[-1]["config"]["depth"] == "all"
