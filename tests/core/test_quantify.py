@@ -248,6 +248,13 @@ def test_grain_grid_count_and_size():
                                30 * 30 * PX ** 2, rtol=0.01)
 
 
+def test_grain_frame_drawn_along_the_edge_still_marks_border_grains():
+    b = grid_boundaries()
+    b[0, :] = b[-1, :] = b[:, 0] = b[:, -1] = True  # annotators often draw the frame
+    s = quantify(b, "grains", 1.0).summary.iloc[0]
+    assert s["grain_count"] == 36 and s["grain_count_including_border"] == 64
+
+
 def test_grain_gaps_are_closed_and_diagonal_boundaries_separate():
     b = grid_boundaries()
     b[100:103, 63:65] = False  # a 3 px gap in a vertical boundary

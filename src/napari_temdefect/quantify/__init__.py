@@ -158,6 +158,7 @@ def quantify(mask_or_probability, kind: str, pixel_size_nm: float | None = None,
     columns: dict = {}
     foreground = int(np.count_nonzero(mask))
     length = None
+    touches = None
     if kind == "blobs":
         if instances is not None:
             lab = blobs.remove_small(np.asarray(instances, np.int32).copy(), min_size)
@@ -180,7 +181,7 @@ def quantify(mask_or_probability, kind: str, pixel_size_nm: float | None = None,
             solidity = grains._solidity(lab, n)
             extra["boundary"] = lab == 0
         else:
-            lab, interiors, closed, _touch, solidity = grains.label_grains(
+            lab, interiors, closed, touches, solidity = grains.label_grains(
                 mask, min_size, gap, fill_boundaries)
             extra["boundary"] = closed
             extra["interiors"] = interiors
@@ -192,14 +193,8 @@ def quantify(mask_or_probability, kind: str, pixel_size_nm: float | None = None,
 
     objects = measure(lab, px, kind=kind, image=image_name, probability=prob,
                       confidence=conf, length_px=length, extra=columns)
-    if kind == "grains" and "interiors" in extra:
-        # a grain is cut by the field when its interior reaches the image edge
-        inner = extra["interiors"]
-        touch = np.zeros(int(inner.max()) + 1, bool)
-        for edge in (inner[0], inner[-1], inner[:, 0], inner[:, -1]):
-            touch[np.unique(edge)] = True
-        touch[0] = False
-        objects["touches_border"] = touch[objects["label"].to_numpy()]
+    if kind == "grains" and touches is not None:
+        objects["touches_border"] = touches[objects["label"].to_numpy()]
     grain_convex = objects["convex"].to_numpy(bool) if kind == "grains" else None
     summary = summarize(objects, kind=kind, image=image_name, shape=shape, pixel_size_nm=px,
                         foreground_px=foreground, thickness_nm=t, min_size_px=min_size,

@@ -11,8 +11,9 @@ arXiv:2507.16779), with these choices (see docs/quantification.md):
    nearest core), which restores the interior up to the boundary, corners rounded by at most
    ``gap_px``; pixels of a bridged gap go half to each side. Interiors smaller than
    ``min_size_px`` are noise between boundary strands and are dropped.
-3. A grain touches the border when its interior reaches the image edge; such grains are cut by
-   the field of view and are left out of the headline ``grain_count`` (as CHAC's
+3. A grain touches the border when it reaches the image edge once the boundary pixels are
+   shared out (so a frame drawn along the image edge, as in many annotations, does not make
+   the edge grains look enclosed); such grains are cut by the field of view and are left out of the headline ``grain_count`` (as CHAC's
    ``clear_border``), but they are reported in ``grain_count_including_border``.
 4. By default the boundary pixels are shared out to the nearest grain, so that grains tile the
    field and areas and diameters include half the boundary on each side, as in planimetric
@@ -62,17 +63,20 @@ def label_grains(boundary: np.ndarray, min_size_px: int = 0, gap_px: int = DEFAU
         interiors = np.where(~boundary & (dist <= gap_px + 0.5), grown, 0).astype(np.int32)
     interiors = relabel(remove_small(interiors, min_size_px))
     n = int(interiors.max()) + 1
-    touches = np.zeros(n, bool)
-    for edge in (interiors[0], interiors[-1], interiors[:, 0], interiors[:, -1]):
-        touches[np.unique(edge)] = True
-    touches[0] = False
     solidity = _solidity(interiors, n)
-    if fill_boundaries and n > 1 and (interiors == 0).any():
+    if n > 1 and (interiors == 0).any():
         idx = ndi.distance_transform_edt(interiors == 0, return_distances=False,
                                          return_indices=True)
-        labels = interiors[tuple(idx)]
+        filled = interiors[tuple(idx)]
     else:
-        labels = interiors.copy()
+        filled = interiors
+    # decided on the filled grains: annotations often draw the image frame as a boundary,
+    # which would otherwise make every grain look enclosed
+    touches = np.zeros(n, bool)
+    for edge in (filled[0], filled[-1], filled[:, 0], filled[:, -1]):
+        touches[np.unique(edge)] = True
+    touches[0] = False
+    labels = filled if fill_boundaries else interiors.copy()
     return labels.astype(np.int32), interiors, interiors == 0, touches, solidity
 
 

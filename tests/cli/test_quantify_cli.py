@@ -1,0 +1,122 @@
+"""`temdefect quantify` and `temdefect evaluate` on files with known content."""
+
+from __future__ import annotations
+
+import math
+
+import imageio.v3 as iio
+import numpy as np
+import pandas as pd
+import pytest
+
+from napari_temdefect.cli.main import main
+from napari_temdefect.io import write_tiff
+
+
+def disks(shape=(128, 128), spec=((30, 30, 16), (40, 90, 24), (95, 60, 20))):
+    m = np.zeros(shape, np.uint8)
+    y, x = np.ogrid[:shape[0], :shape[1]]
+    for r, c, d in spec:
+        m[(y - r) ** 2 + (x - c) ** 2 <= (d / 2) ** 2] = 255
+    return m
+
+
+def test_quantify_calibrated_tiff_writes_both_csvs(tmp_path, capsys):
+    write_tiff(tmp_path / "a_mask.tif", disks(), pixel_size_nm=0.5)
+    out = tmp_path / "objects.csv"
+    assert main(["quantify", str(tmp_path / "a_mask.tif"), "--kind", "blobs",
+                 "--out", str(out)]) == 0
+    objects = pd.read_csv(out)
+    summary = pd.read_csv(tmp_path / "objects_summary.csv")
+    assert len(objects) == 3 and set(objects["image"]) == {"a"}
+    np.testing.assert_allclose(np.sort(objects["equivalent_diameter_nm"]),
+                               np.array([16, 20, 24]) * 0.5, rtol=0.02)
+    assert summary["pixel_size_nm"].iloc[0] == pytest.approx(0.5)
+    assert summary["number_density_per_um2"].iloc[0] == pytest.approx(
+        3 / (128 * 128 * 0.25e-6))
+    assert "wrote 3 objects" in capsys.readouterr().out
+
+
+def test_pixel_size_option_overrides_and_uncalibrated_png_stays_px(tmp_path):
+    iio.imwrite(tmp_path / "b.png", disks())
+    out, summ = tmp_path / "o.csv", tmp_path / "s.csv"
+    assert main(["quantify", str(tmp_path / "b.png"), "-k", "blobs", "--out", str(out),
+                 "--summary", str(summ), "-q"]) == 0
+    objects = pd.read_csv(out)
+    assert "equivalent_diameter_px" in objects.columns
+    assert not any(c.endswith("_nm") for c in objects.columns)
+    assert pd.read_csv(summ)["pixel_size_nm"].isna().all()
+    assert main(["quantify", str(tmp_path / "b.png"), "-k", "blobs", "--out", str(out),
+                 "--summary", str(summ), "--pixel-size", "2", "--overwrite", "-q"]) == 0
+    objects = pd.read_csv(out)
+    np.testing.assert_allclose(np.sort(objects["equivalent_diameter_nm"]),
+                               np.array([16, 20, 24]) * 2, rtol=0.02)
+
+
+def test_refuses_to_overwrite_and_mixed_calibration(tmp_path, capsys):
+    iio.imwrite(tmp_path / "b.png", disks())
+    write_tiff(tmp_path / "c.tif", disks(), pixel_size_nm=1.0)
+    out = tmp_path / "o.csv"
+    out.write_text("mine")
+    assert main(["quantify", str(tmp_path / "b.png"), "-k", "blobs", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "already exists" in err and err.count("\n") == 1
+    assert out.read_text() == "mine"
+    assert main(["quantify", str(tmp_path / "c.tif"), str(tmp_path / "b.png"), "-k", "blobs",
+                 "--out", str(tmp_path / "n.csv")]) == 2
+    assert "mix pixels and nm" in capsys.readouterr().err
+    assert not (tmp_path / "n.csv").exists()
+
+
+def test_lines_with_thickness_and_probability_input(tmp_path):
+    prob = np.zeros((100, 220), np.float32)
+    prob[49:52, 10:210] = 0.8  # a 200 px line
+    write_tiff(tmp_path / "d_probability.tif", prob, pixel_size_nm=1.0)
+    write_tiff(tmp_path / "d_confidence.tif", np.full_like(prob, 0.7), pixel_size_nm=1.0)
+    out = tmp_path / "lines.csv"
+    assert main(["quantify", str(tmp_path / "d_probability.tif"), "-k", "lines",
+                 "--thickness", "50", "--out", str(out), "-q"]) == 0
+    o = pd.read_csv(out)
+    s = pd.read_csv(tmp_path / "lines_summary.csv")
+    assert o["length_nm"].iloc[0] == pytest.approx(200, rel=0.03)
+    assert o["mean_probability"].iloc[0] == pytest.approx(0.8, abs=1e-6)
+    assert o["mean_confidence"].iloc[0] == pytest.approx(0.7, abs=1e-6)
+    rho = 200e-9 / (100 * 220 * 1e-18 * 50e-9)
+    assert s["dislocation_density_m2"].iloc[0] == pytest.approx(rho, rel=0.03)
+
+
+def test_evaluate_prints_table_and_writes_csv_and_overlay(tmp_path, capsys):
+    truth = disks()
+    pred = disks(spec=((30, 30, 16), (40, 90, 24)))  # misses one disk
+    iio.imwrite(tmp_path / "t.png", truth)
+    iio.imwrite(tmp_path / "p.png", pred)
+    out = tmp_path / "metrics.csv"
+    assert main(["evaluate", "--pred", str(tmp_path / "p.png"), "--truth",
+                 str(tmp_path / "t.png"), "--kind", "blobs", "--out", str(out),
+                 "--overlay-dir", str(tmp_path / "ov")]) == 0
+    text = capsys.readouterr().out
+    assert "object_f1" in text and "pixel_f1" in text
+    m = pd.read_csv(out).iloc[0]
+    assert m["object_f1"] == pytest.approx(2 * 2 / (2 * 2 + 0 + 1))
+    assert m["count_pred"] == 2 and m["count_truth"] == 3
+    overlay = iio.imread(tmp_path / "ov" / "p_confusion.png")
+    assert tuple(overlay[95, 60]) == (255, 0, 0, 255)  # the missed disk is red
+    assert tuple(overlay[30, 30]) == (0, 255, 0, 255)
+    assert main(["evaluate", "--pred", str(tmp_path / "p.png"), "--truth",
+                 str(tmp_path / "t.png"), str(tmp_path / "t.png"), "--kind", "blobs"]) == 2
+    assert "one reference per prediction" in capsys.readouterr().err
+
+
+@pytest.mark.realdata
+def test_real_masks(shared_data, tmp_path):
+    bubbles = sorted((shared_data / "he_bubbles" / "masks").glob("*.png"))[:2]
+    grains = sorted((shared_data / "uo2_grain_boundaries" / "masks").glob("*.png"))[:1]
+    assert main(["quantify", *map(str, bubbles), "-k", "blobs", "--out",
+                 str(tmp_path / "b.csv"), "-q"]) == 0
+    s = pd.read_csv(tmp_path / "b_summary.csv")
+    assert (s["count"] > 5).all() and s["pixel_size_nm"].isna().all()
+    assert main(["quantify", *map(str, grains), "-k", "grains", "--out",
+                 str(tmp_path / "g.csv"), "-q"]) == 0
+    g = pd.read_csv(tmp_path / "g_summary.csv").iloc[0]
+    assert 5 < g["grain_count"] < g["grain_count_including_border"]
+    assert math.isfinite(g["mean_grain_diameter_px"])
