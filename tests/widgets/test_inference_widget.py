@@ -1,0 +1,176 @@
+"""Inference widget: layers with the image's geometry, in-place updates that respect manual
+edits, Cancel, bad input as one notification, and a Qt event loop that never stalls."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from napari_temdefect.errors import CancelledError, TemDefectError
+from napari_temdefect.widgets import inference as inference_widget
+from napari_temdefect.widgets._session import get_session
+from napari_temdefect.widgets.inference import InferenceWidget
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def notes(monkeypatch):
+    """Every notification the widget shows (it must go through _common.show_error)."""
+    shown = []
+    monkeypatch.setattr(inference_widget, "show_error", shown.append)
+    monkeypatch.setattr(inference_widget, "show_warning", shown.append)
+    return shown
+
+
+@pytest.fixture
+def widget(make_napari_viewer, tiny_checkpoint):
+    viewer = make_napari_viewer()
+    w = InferenceWidget(viewer)
+    w.set_model_path(tiny_checkpoint)
+    return w
+
+
+def _image(rng, shape=(128, 160)):
+    img = rng.normal(100, 10, shape).astype(np.float32)
+    img[30:50, 40:70] += 60
+    return img
+
+
+def _run(qtbot, widget, layer=None, timeout=60_000):
+    worker = widget.run_inference(layer)
+    assert worker is not None
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=timeout)
+    return worker
+
+
+def test_run_makes_three_layers_with_the_image_geometry(qtbot, widget, rng, notes):
+    viewer = widget.viewer
+    viewer.add_image(_image(rng), name="img", scale=(0.5, 0.5), translate=(10, 20))
+    _run(qtbot, widget)
+    assert notes == []
+    prob, conf, defects = (viewer.layers[f"img {k}"] for k in ("probability", "confidence",
+                                                                "defects"))
+    assert defects._type_string == "labels" and prob._type_string == "image"
+    for layer in (prob, conf, defects):
+        np.testing.assert_allclose(layer.scale, (0.5, 0.5))
+        np.testing.assert_allclose(layer.translate, (10, 20))
+        assert layer.data.shape == (128, 160)
+    assert prob.colormap.name == "magma" and prob.opacity == pytest.approx(0.5)
+    assert not conf.visible
+    session = get_session(viewer)
+    result = session.predictions["img"]
+    np.testing.assert_array_equal(prob.data, result.probability[0])
+    assert (defects.data > 0).sum() == (result.mask > 0).sum()
+    assert session.model is not None and session.inference_settings["threshold"] == 0.5
+    assert "img" in [widget.image_combo.itemText(i) for i in range(widget.image_combo.count())]
+    assert "img probability" not in [widget.image_combo.itemText(i)
+                                     for i in range(widget.image_combo.count())]
+
+
+def test_second_run_updates_in_place(qtbot, widget, rng, notes, monkeypatch):
+    viewer = widget.viewer
+    viewer.add_image(_image(rng), name="img")
+    _run(qtbot, widget)
+    asked = []
+    monkeypatch.setattr(widget, "ask_replace_edited", asked.append)
+    before = [viewer.layers[f"img {k}"] for k in ("probability", "confidence", "defects")]
+    model = get_session(viewer).model
+    widget.threshold_spin.setValue(0.3)
+    _run(qtbot, widget)
+    after = [viewer.layers[f"img {k}"] for k in ("probability", "confidence", "defects")]
+    assert all(a is b for a, b in zip(before, after)) and len(viewer.layers) == 4
+    assert get_session(viewer).model is model  # the same object, so fine-tuning sticks
+    assert get_session(viewer).predictions["img"].threshold == pytest.approx(0.3)
+    assert notes == [] and asked == []  # unedited labels are replaced without asking
+
+
+@pytest.mark.parametrize("replace", [True, False])
+def test_manual_edits_are_never_lost_silently(qtbot, widget, rng, notes, monkeypatch, replace):
+    viewer = widget.viewer
+    viewer.add_image(_image(rng), name="img")
+    _run(qtbot, widget)
+    defects = viewer.layers["img defects"]
+    edited = np.array(defects.data)
+    edited[0:10, 0:10] = 777  # the user paints an object
+    defects.data_setitem(np.nonzero(edited != defects.data), 777)
+    asked = []
+    monkeypatch.setattr(widget, "ask_replace_edited", lambda name: asked.append(name) or replace)
+    _run(qtbot, widget)
+    assert asked == ["img defects"]
+    if replace:
+        assert viewer.layers["img defects"] is defects and not (defects.data == 777).any()
+        defects.undo()  # the replacement is one undoable step
+        np.testing.assert_array_equal(defects.data, edited)
+    else:
+        np.testing.assert_array_equal(defects.data, edited)
+        assert "img defects (2)" in viewer.layers
+
+
+def test_cancel_stops_within_a_tile_batch(qtbot, widget, rng, notes):
+    viewer = widget.viewer
+    viewer.add_image(_image(rng, (512, 512)), name="big")
+    widget.tile_spin.setValue(64)
+    widget.overlap_spin.setValue(16)
+    batches = []
+    widget._bridge.progress.connect(lambda d, t: (batches.append(d), widget.cancel()))
+    _run(qtbot, widget)
+    assert len(batches) <= 2  # the tile batch running when Cancel was pressed, then stop
+    assert "big probability" not in viewer.layers
+    assert len(notes) == 1 and isinstance(notes[0], CancelledError)
+    assert widget.run_button.isEnabled()
+
+
+def test_bad_input_gives_one_notification(qtbot, widget, rng, notes):
+    viewer = widget.viewer
+    assert widget.run_inference() is None  # no image layer at all
+    assert len(notes) == 1 and isinstance(notes[0], TemDefectError)
+    assert "image" in str(notes[0])
+
+    notes.clear()
+    stack = viewer.add_image(rng.random((4, 64, 64)).astype(np.float32), name="stack")
+    assert widget.run_inference(stack) is None
+    assert len(notes) == 1 and "stack of 4 frames" in str(notes[0])
+
+    notes.clear()
+    gray_rgb = np.repeat((rng.random((64, 64)) * 255).astype(np.uint8)[..., None], 3, -1)
+    layer = viewer.add_image(gray_rgb, name="rgb", rgb=True)
+    _run(qtbot, widget, layer)  # grayscale saved as RGB just works
+    assert notes == [] and viewer.layers["rgb defects"].data.shape == (64, 64)
+
+    notes.clear()
+    layer = viewer.add_image((rng.random((64, 64, 3)) * 255).astype(np.uint8), name="colour")
+    _run(qtbot, widget, layer)  # colour RGB: runs on luminance, and says so once
+    assert len(notes) == 1 and "luminance" in notes[0]
+    assert viewer.layers["colour defects"].data.shape == (64, 64)
+
+    notes.clear()
+    viewer.add_image(rng.random((64, 64)).astype(np.float32), name="plain")
+    widget.model_combo.setCurrentIndex(widget.model_combo.count() - 1)  # "From file…" unset
+    assert widget.run_inference(viewer.layers["plain"]) is None
+    assert len(notes) == 1 and "model" in str(notes[0])
+
+
+def test_event_loop_never_stalls_during_inference(qtbot, widget, rng, notes):
+    from qtpy.QtCore import QTimer
+
+    viewer = widget.viewer
+    viewer.add_image(_image(rng, (1024, 1024)), name="img")
+    widget.tile_spin.setValue(256)
+    ticks = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start(10)
+    worker = widget.run_inference()
+    running = [time.perf_counter()]
+    worker.returned.connect(lambda _: running.append(time.perf_counter()))
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=120_000)
+    timer.stop()
+    assert notes == [] and "img defects" in viewer.layers
+    start, end = running[0], running[-1]
+    during = np.array([t for t in ticks if start <= t <= end])
+    assert end - start > 0.5 and len(during) > 20  # a real inference was running
+    gaps = np.diff(during)
+    assert gaps.max() < 0.1, f"event loop stalled {gaps.max() * 1000:.0f} ms"
