@@ -1,0 +1,102 @@
+"""Shared helpers for the bundled-model scripts: the real data, the splits, the recipes.
+
+Used by ``train_bundled.py``, ``evaluate_bundled.py``, ``compare_architectures.py`` and
+``transfer_loops.py`` (all run as ``python scripts/<name>.py`` from the repository root).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("TEMDEFECT_DATA", ROOT.parent / "shared" / "data"))
+RUNS = ROOT / "runs" / "bundled"
+WEIGHTS = ROOT / "src" / "napari_temdefect" / "models" / "weights"
+
+SETS = {
+    "grain-boundary": "uo2_grain_boundaries",
+    "bubble": "he_bubbles",
+}
+
+PROVENANCE = (
+    "Ochoa, Xu & Wang, 'Improving U-Net Confidence on TEM Image Data with L2-Regularization, "
+    "Transfer Learning, and Deep Fine-Tuning', arXiv:2507.16779 (2025); images and masks from "
+    "github.com/psu-rdmap/unet-compare data/ (MIT License, (c) 2025 Aiden Ochoa)"
+)
+
+#: Cross-validation folds over whole images (every image is held out exactly once).
+#: The sets are small (10 and 7 images), so the folds are few and the spread is large.
+FOLDS = {
+    "grain-boundary": [["gb1", "gb12", "gb25", "gb7"], ["gb11", "gb14", "gb5"],
+                       ["gb26", "gb4", "gb9"]],
+    "bubble": [["bubble1", "bubble5", "bubble9"], ["bubble2", "bubble7"],
+               ["bubble3", "bubble8"]],
+}
+
+#: Candidate architectures for the bundled models (compared in docs/models.md).
+SPECS = {
+    "unet-resnet18": dict(arch="unet", encoder="resnet18",
+                          options={"encoder_depth": 4, "decoder_channels": [128, 64, 32, 16]}),
+    "unet-mobilenet_v2": dict(arch="unet", encoder="mobilenet_v2",
+                              options={"decoder_channels": [128, 64, 32, 16, 8]}),
+}
+#: The architecture shipped (chosen in docs/models.md).
+DEFAULT_SPEC = "unet-mobilenet_v2"
+
+
+def load_set(kind: str) -> list[dict]:
+    """Return [{name, image (2D), mask (bool)}] for a real data set, sorted by name."""
+    from skimage import io
+
+    from napari_temdefect.preprocess import as_2d_image
+
+    folder = DATA / SETS[kind]
+    if not folder.is_dir():
+        raise SystemExit(f"real data not found at {folder}; set TEMDEFECT_DATA")
+    out = []
+    for img_path in sorted((folder / "images").glob("*.jpg")):
+        mask = io.imread(folder / "masks" / (img_path.stem + ".png"))
+        if mask.ndim == 3:
+            mask = mask[..., 0]
+        out.append({"name": img_path.stem, "image": as_2d_image(io.imread(img_path)),
+                    "mask": np.asarray(mask) > 0})
+    return out
+
+
+def set_threads(n: int | None = None) -> None:
+    import torch
+
+    torch.set_num_threads(int(n or os.environ.get("TEMDEFECT_THREADS", 2)))
+
+
+def write_json(path: Path, data) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=_jsonable))
+    tmp.replace(path)
+    return path
+
+
+def _jsonable(x):
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.floating,)):
+        return float(x)
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, Path):
+        return str(x)
+    return str(x)
+
+
+class Clock:
+    def __init__(self):
+        self.t0 = time.perf_counter()
+
+    def __call__(self) -> float:
+        return time.perf_counter() - self.t0

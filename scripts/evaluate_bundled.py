@@ -1,0 +1,177 @@
+"""Cross-validated evaluation of the bundled models on whole held-out micrographs.
+
+    python scripts/evaluate_bundled.py [--arch unet-mobilenet_v2] [--tta] [--only bubble]
+
+For every CV fold checkpoint written by ``train_bundled.py --stage cv`` it runs the product's
+own inference (``napari_temdefect.predict``, tiled, optional D4 TTA) on the fold's held-out
+images, and measures per image:
+
+* pixel F1 at threshold 0.5 (the seed paper's metric) and boundary-tolerant F1 (3 px);
+* grain boundaries: CHAC-style grain count (``quantify(..., "grains")``, default gap bridging)
+  of the prediction against the same count on the true mask;
+* bubbles: object count, mean equivalent diameter and area fraction (``quantify(..., "blobs")``)
+  against the same numbers on the true mask;
+* calibration: ECE of the probabilities, and the AUROC of (1 − confidence) as a predictor of
+  the pixels the mask gets wrong.
+
+Every image is held out by exactly one fold, so the summary is over all images of a set.
+Writes ``runs/bundled/evaluation[_<arch>][_tta].json``, reliability diagrams
+``docs/figures/calibration_<model>.png`` (with ``--figures``) and prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bundled_data import DEFAULT_SPEC, FOLDS, ROOT, RUNS, Clock, load_set, set_threads, write_json  # noqa: E402
+
+QUANT = {"grain-boundary": "grains", "bubble": "blobs"}
+BINS = 10
+
+
+def _quant(mask, kind):
+    from napari_temdefect.quantify import quantify
+
+    s = quantify(mask.astype(bool), QUANT[kind]).summary.iloc[0]
+    if kind == "grain-boundary":
+        return {"grain_count": float(s["grain_count"]),
+                "convex_grain_count": float(s["convex_grain_count"]),
+                "grain_count_including_border": float(s["grain_count_including_border"])}
+    return {"count": float(s["count"]), "mean_diameter_px": float(s["mean_equivalent_diameter_px"]),
+            "area_fraction": float(s["area_fraction"])}
+
+
+def evaluate_image(model, image, truth, kind, tta=False) -> tuple[dict, np.ndarray]:
+    """Metrics of one model on one whole image; also the reliability histogram (BINS × 3)."""
+    from napari_temdefect import predict
+    from napari_temdefect.metrics import auroc, boundary_f1, ece, pixel_f1
+
+    clock = Clock()
+    res = predict(model, image, tta=tta, threshold=0.5, device="cpu")
+    seconds = clock()
+    prob, pred = res.probability[0], res.mask > 0
+    wrong = pred != truth
+    row = {"pixel_f1": pixel_f1(pred, truth).f1, "precision": pixel_f1(pred, truth).precision,
+           "recall": pixel_f1(pred, truth).recall,
+           "boundary_f1_3px": boundary_f1(pred, truth, 3.0).f1,
+           "ece": ece(prob, truth, bins=15),
+           "error_auroc": auroc(1.0 - res.confidence, wrong),
+           "error_fraction": float(wrong.mean()), "seconds": seconds}
+    pq, tq = _quant(pred, kind), _quant(truth, kind)
+    for k in pq:
+        row[f"pred_{k}"], row[f"true_{k}"] = pq[k], tq[k]
+    idx = np.minimum((prob * BINS).astype(int), BINS - 1).ravel()
+    hist = np.stack([np.bincount(idx, minlength=BINS),
+                     np.bincount(idx, weights=prob.ravel(), minlength=BINS),
+                     np.bincount(idx, weights=truth.ravel().astype(float), minlength=BINS)], 1)
+    return row, hist
+
+
+def _rel(pred, true):
+    return (pred - true) / true if true else float("nan")
+
+
+def summarize(kind, rows) -> dict:
+    out = {"images": len(rows)}
+    for key in ("pixel_f1", "boundary_f1_3px", "ece", "error_auroc"):
+        vals = np.array([r[key] for r in rows], float)
+        out[key] = float(np.nanmean(vals))
+        out[key + "_min"] = float(np.nanmin(vals))
+    if kind == "grain-boundary":
+        counts = [("grain_count",), ("convex_grain_count",)]
+    else:
+        counts = [("count",), ("mean_diameter_px",), ("area_fraction",)]
+    for (key,) in counts:
+        pred = np.array([r[f"pred_{key}"] for r in rows], float)
+        true = np.array([r[f"true_{key}"] for r in rows], float)
+        rel = np.array([_rel(p, t) for p, t in zip(pred, true)])
+        # signed error of the totals (all held-out images together) and mean |error| per image
+        out[f"{key}_total_error"] = float(_rel(pred.sum(), true.sum())) if key.endswith("count") \
+            else float(np.nanmean(rel))
+        out[f"{key}_mean_abs_error"] = float(np.nanmean(np.abs(rel)))
+    return out
+
+
+def reliability_figure(hists: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(hists), figsize=(4 * len(hists), 4), squeeze=False)
+    for ax, (kind, h) in zip(axes[0], hists.items()):
+        n = np.maximum(h[:, 0], 1)
+        ax.plot([0, 1], [0, 1], "k--", lw=1)
+        ax.plot(h[:, 1] / n, h[:, 2] / n, "o-", label="held-out pixels")
+        ax.set(title=f"{kind}", xlabel="predicted probability", ylabel="observed frequency",
+               xlim=(0, 1), ylim=(0, 1))
+        ax.legend(loc="upper left")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--only", nargs="+", choices=sorted(FOLDS), default=sorted(FOLDS))
+    ap.add_argument("--arch", default=DEFAULT_SPEC)
+    ap.add_argument("--folds", type=int, nargs="+", default=None)
+    ap.add_argument("--tta", action="store_true", help="D4 test-time augmentation (8× slower)")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--figures", action="store_true", help="write docs/figures/calibration.png")
+    ap.add_argument("--out", default=None, help="JSON file (default runs/bundled/evaluation*.json)")
+    args = ap.parse_args(argv)
+    set_threads(args.threads)
+    from napari_temdefect.models import load_model
+
+    suffix = ("" if args.arch == DEFAULT_SPEC else f"_{args.arch}") + ("_tta" if args.tta else "")
+    out_path = Path(args.out) if args.out else RUNS / f"evaluation{suffix}.json"
+    report = {"arch": args.arch, "tta": args.tta, "models": {}}
+    hists = {}
+    for kind in args.only:
+        data = {d["name"]: d for d in load_set(kind)}
+        rows, hist = [], np.zeros((BINS, 3))
+        for k, held in enumerate(FOLDS[kind]):
+            if args.folds is not None and k not in args.folds:
+                continue
+            ckpt = RUNS / "cv" / args.arch / f"{kind}-fold{k}.safetensors"
+            if not ckpt.exists():
+                print(f"missing {ckpt}; run train_bundled.py --stage cv first", flush=True)
+                continue
+            model = load_model(ckpt, device="cpu")
+            for name in held:
+                row, h = evaluate_image(model, data[name]["image"], data[name]["mask"], kind, args.tta)
+                row.update(image=name, fold=k)
+                rows.append(row)
+                hist += h
+                print(f"{kind} fold {k} {name}: " + ", ".join(
+                    f"{key} {v:.3f}" for key, v in row.items() if isinstance(v, float)), flush=True)
+        if not rows:
+            continue
+        hists[kind] = hist
+        report["models"][kind] = {"summary": summarize(kind, rows), "images": rows,
+                                  "reliability": hist.tolist()}
+        write_json(out_path, report)
+    if args.figures and hists:
+        reliability_figure(hists, ROOT / "docs" / "figures" / f"calibration{suffix}.png")
+    print(f"\nwrote {out_path}\n")
+    print("| model | images | pixel F1 | F1 (3 px) | count error (total) | mean abs count error "
+          "| ECE | error AUROC |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for kind, m in report["models"].items():
+        s = m["summary"]
+        key = "grain_count" if kind == "grain-boundary" else "count"
+        print(f"| {kind} | {s['images']} | {s['pixel_f1']:.3f} | {s['boundary_f1_3px']:.3f} | "
+              f"{s[key + '_total_error']:+.1%} | {s[key + '_mean_abs_error']:.1%} | "
+              f"{s['ece']:.3f} | {s['error_auroc']:.3f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

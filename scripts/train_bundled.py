@@ -1,0 +1,178 @@
+"""Train the bundled models (and their cross-validation folds) with the project's training code.
+
+    python scripts/train_bundled.py                       # everything: CV folds, then finals
+    python scripts/train_bundled.py --only grain-boundary --stage cv
+    python scripts/train_bundled.py --only bubble generic --stage final --minutes 6
+
+Stages:
+
+* ``cv``: for ``grain-boundary`` and ``bubble``, one model per fold of ``bundled_data.FOLDS``
+  (whole images held out), same recipe and budget as the final model; checkpoints go to
+  ``runs/bundled/cv/<model>-fold<k>.safetensors`` and are scored by ``evaluate_bundled.py``.
+* ``final``: the shipped models, trained on every image, written (fp16) to
+  ``src/napari_temdefect/models/weights/<model>.safetensors`` with metadata: description,
+  classes, provenance, CV metrics (read from ``runs/bundled/evaluation.json`` when present),
+  and the training history. ``generic`` also sees synthetic grains, bubbles and dislocations
+  (never loops: they are the held-out transfer type, see ``transfer_loops.py``).
+
+The real data is read from ``../shared/data`` (or ``$TEMDEFECT_DATA``). Seeds are fixed; a
+wall-clock budget (``--minutes``) makes the step count depend on the machine, so the exact
+weights depend on it too (the step count is stored in the history). JSON results go to
+``runs/bundled/train_<stage>_<model>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bundled_data import (  # noqa: E402
+    DEFAULT_SPEC, FOLDS, PROVENANCE, RUNS, SPECS, WEIGHTS, Clock, load_set, set_threads, write_json,
+)
+
+MODELS = ("grain-boundary", "bubble", "generic")
+CLASSES = {"grain-boundary": ["boundary"], "bubble": ["bubble"], "generic": ["defect"]}
+DESCRIPTIONS = {
+    "grain-boundary": "Grain-boundary network (UO2 bright-field TEM); count grains with "
+                      "quantify 'grains'",
+    "bubble": "Bubbles, cavities and voids (He bubbles in TEM); count with quantify 'blobs'",
+    "generic": "Any defect vs matrix (real boundaries + bubbles, synthetic dislocations); "
+               "the starting point for fine-tuning on new defect types",
+}
+#: Wall-clock minutes per model (CV folds use the same budget as the final model).
+MINUTES = {"grain-boundary": 8.0, "bubble": 6.0, "generic": 10.0}
+#: Synthetic images added to ``generic`` (kind, count); seeds 1000+ (tests use small seeds).
+SYNTHETIC = (("grains", 4), ("bubbles", 4), ("dislocations", 4))
+
+
+def recipe(minutes: float, seed: int = 0):
+    """The from-scratch recipe of every bundled model (project training code, BCE + Dice)."""
+    from napari_temdefect.training import TrainConfig
+
+    return TrainConfig(depth="all", freeze_bn=False, minutes=minutes, lr=1e-3, l2=1e-5,
+                       batch_size=4, patch_size=256, val_fraction=0.1, patience=None,
+                       eval_every=40, monitor="val_loss", seed=seed, device="cpu")
+
+
+def entries(kind: str, names=None, synthetic: bool = False):
+    from napari_temdefect.training import TrainingEntry
+
+    out = []
+    sets = ("grain-boundary", "bubble") if kind == "generic" else (kind,)
+    for s in sets:
+        for d in load_set(s):
+            if names is None or d["name"] in names:
+                out.append(TrainingEntry(d["image"], d["mask"].astype(np.uint8),
+                                         name=d["name"], binary=True))
+    if synthetic:
+        from napari_temdefect.synthetic import make_micrograph
+
+        for i, (sk, n) in enumerate(SYNTHETIC):
+            for j in range(n):
+                m = make_micrograph(sk, size=512, seed=1000 + 10 * i + j)
+                mask = np.zeros(m.image.shape, bool)
+                for v in m.masks.values():
+                    mask |= v
+                out.append(TrainingEntry(m.image, mask.astype(np.uint8),
+                                         name=f"synthetic-{sk}-{j}", binary=True))
+    return out
+
+
+def train_one(kind: str, train_entries, minutes: float, name: str, arch: str = DEFAULT_SPEC):
+    from napari_temdefect.models import ModelSpec
+    from napari_temdefect.training import TrainingSet, train
+
+    spec = ModelSpec(classes=CLASSES[kind], **SPECS[arch])
+    clock = Clock()
+
+    def progress(ev):
+        if ev.get("event") == "eval":
+            print(f"  [{name}] step {ev['step']:5d}  {clock():6.0f} s  train {ev['train_loss']}  "
+                  f"val_loss {ev['val_loss']:.4f}  val_f1 {ev['val_f1']:.3f}", flush=True)
+
+    result = train(spec, TrainingSet(train_entries), recipe(minutes), name=name,
+                   progress=progress)
+    print(f"  [{name}] done: {result.steps} steps in {result.seconds:.0f} s, best step "
+          f"{result.best_step} (val F1 {result.best_val_f1})", flush=True)
+    return result
+
+
+def run_cv(kind: str, minutes: float, arch: str = DEFAULT_SPEC, folds=None) -> dict:
+    out_dir = RUNS / "cv" / arch
+    out_dir.mkdir(parents=True, exist_ok=True)
+    all_names = [d["name"] for d in load_set(kind)]
+    out = []
+    for k, held in enumerate(FOLDS[kind]):
+        if folds is not None and k not in folds:
+            continue
+        train_names = [n for n in all_names if n not in held]
+        result = train_one(kind, entries(kind, train_names), minutes, f"{kind}-fold{k}", arch)
+        path = out_dir / f"{kind}-fold{k}.safetensors"
+        result.model.save(path, overwrite=True, half=False, held_out=held, train=train_names)
+        out.append({"fold": k, "held_out": held, "train": train_names, "path": str(path),
+                    **result.to_dict()})
+        write_json(RUNS / f"train_cv_{kind}_{arch}_fold{k}.json",
+                   {"model": kind, "arch": arch, "minutes": minutes, **out[-1]})
+    return {"folds": out}
+
+
+def _cv_metrics(kind: str) -> dict | None:
+    path = RUNS / "evaluation.json"
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text())
+    return data.get("models", {}).get(kind, {}).get("summary")
+
+
+def run_final(kind: str, minutes: float, arch: str = DEFAULT_SPEC,
+              weights_dir: Path = WEIGHTS) -> dict:
+    train_entries = entries(kind, synthetic=(kind == "generic"))
+    result = train_one(kind, train_entries, minutes, kind, arch)
+    model = result.model
+    model.name = kind
+    path = model.save(
+        weights_dir / f"{kind}.safetensors", overwrite=True, half=True,
+        description=DESCRIPTIONS[kind],
+        provenance=PROVENANCE,
+        training_data=[e.name for e in train_entries],
+        training_pixel_size_nm=None,
+        cv_metrics=_cv_metrics(kind),
+        recipe="scripts/train_bundled.py --only " + kind,
+    )
+    size = path.stat().st_size / 1e6
+    print(f"  wrote {path} ({size:.1f} MB)", flush=True)
+    summary = {"model": kind, "minutes": minutes, "path": str(path), "size_mb": size,
+               **result.to_dict()}
+    write_json(RUNS / f"train_final_{kind}.json", summary)
+    return summary
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--only", nargs="+", choices=MODELS, default=list(MODELS))
+    ap.add_argument("--stage", choices=("cv", "final", "all"), default="all")
+    ap.add_argument("--minutes", type=float, default=None,
+                    help="override the per-model budget (default: MINUTES in this script)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default 2)")
+    ap.add_argument("--arch", choices=sorted(SPECS), default=DEFAULT_SPEC)
+    ap.add_argument("--folds", type=int, nargs="+", default=None, help="CV folds to run (default all)")
+    args = ap.parse_args(argv)
+    set_threads(args.threads)
+    for kind in args.only:
+        minutes = args.minutes or MINUTES[kind]
+        if args.stage in ("cv", "all") and kind in FOLDS:
+            print(f"== {kind}: cross-validation, {len(FOLDS[kind])} folds × {minutes} min", flush=True)
+            run_cv(kind, minutes, args.arch, args.folds)
+        if args.stage in ("final", "all"):
+            print(f"== {kind}: final model, {minutes} min", flush=True)
+            run_final(kind, minutes, args.arch)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
