@@ -8,8 +8,8 @@ array of a zarr group, e.g. level ``0`` of an OME-Zarr pyramid), a tiled/BigTIFF
 of ``halo`` pixels on every side (clipped at the image edge), predicted with the *whole
 montage's* normalisation statistics (:func:`montage_stats`, robust percentiles from windows
 spread over the whole image), and only its core is written to the zarr outputs:
-``probability.zarr`` (C, H, W) float32, ``confidence.zarr`` (H, W) float32 and ``mask.zarr``
-(H, W) uint8, chunked by block. Working memory is a few blocks, whatever the image size.
+``<name>_probability.zarr`` (C, H, W) float32, ``<name>_confidence.zarr`` (H, W) float32 and
+``<name>_mask.zarr`` (H, W) uint8 class map, chunked by block. Working memory is a few blocks, whatever the image size.
 
 **Quantification** (blobs) reads the written mask back, again block by block with a halo, and
 labels each expanded block exactly as :func:`quantify.blobs.label_blobs` labels a whole image.
@@ -192,8 +192,9 @@ def _commit(tmp: Path, path: Path, overwrite: bool) -> None:
 def predict_montage(model, source, folder, *, block: int = 4096, halo: int = 128, tile=None,
                     overlap=None, tta: bool = False, threshold: float = 0.5, device=None,
                     batch_size=None, pixel_size_nm=None, save_probability: bool = True,
-                    overwrite: bool = False, progress=None, cancel=None) -> MontageReport:
-    """Predict a montage block by block into ``folder``/{mask,confidence,probability}.zarr."""
+                    overwrite: bool = False, progress=None, cancel=None,
+                    prefix: str = "") -> MontageReport:
+    """Predict a montage block by block into ``folder``/``prefix``{mask,confidence,probability}.zarr."""
     from ..inference import predict
 
     arr, file_px = open_montage(source)
@@ -211,15 +212,15 @@ def predict_montage(model, source, folder, *, block: int = 4096, halo: int = 128
              "threshold": float(threshold), "source": str(source) if isinstance(
                  source, (str, Path)) else "array", "block": block, "halo": halo,
              "normalization_stats": list(stats)}
-    mask_z, mask_tmp = _new_store(folder / "mask.zarr", (h, w), (block, block), "uint8", attrs)
-    conf_z, conf_tmp = _new_store(folder / "confidence.zarr", (h, w), (block, block), "float32",
-                                  attrs)
-    stores = [(mask_tmp, folder / "mask.zarr"), (conf_tmp, folder / "confidence.zarr")]
+    mask_path, conf_path = folder / f"{prefix}mask.zarr", folder / f"{prefix}confidence.zarr"
+    mask_z, mask_tmp = _new_store(mask_path, (h, w), (block, block), "uint8", attrs)
+    conf_z, conf_tmp = _new_store(conf_path, (h, w), (block, block), "float32", attrs)
+    stores = [(mask_tmp, mask_path), (conf_tmp, conf_path)]
     prob_z = None
     if save_probability:
-        prob_z, prob_tmp = _new_store(folder / "probability.zarr", (n_cls, h, w),
+        prob_z, prob_tmp = _new_store(folder / f"{prefix}probability.zarr", (n_cls, h, w),
                                       (1, block, block), "float32", attrs)
-        stores.append((prob_tmp, folder / "probability.zarr"))
+        stores.append((prob_tmp, folder / f"{prefix}probability.zarr"))
     cores = list(blocks((h, w), block))
     try:
         for i, core in enumerate(cores):
@@ -345,17 +346,18 @@ def process_montage(path, name: str, model, settings, folder: Path):
         model, path, folder, block=settings.block, halo=settings.halo, tile=settings.tile,
         overlap=settings.overlap, tta=settings.tta, threshold=settings.threshold,
         device=settings.device, batch_size=settings.batch_size, pixel_size_nm=px,
-        save_probability=settings.save_probability, overwrite=True)
+        save_probability=settings.save_probability, overwrite=True, prefix=f"{name}_")
     if settings.kind != "blobs":
         raise TemDefectError(
             f"--kind {settings.kind} is not quantified on montages (only blobs are, block by "
             f"block); the mask and probability are in {folder}/*.zarr: quantify a crop of them.")
     k = class_index(model, settings.class_name)
-    mask = zarr.open_array(str(folder / "mask.zarr"), mode="r")
-    conf = zarr.open_array(str(folder / "confidence.zarr"), mode="r")
+    prefix = f"{name}_"
+    mask = zarr.open_array(str(folder / f"{prefix}mask.zarr"), mode="r")
+    conf = zarr.open_array(str(folder / f"{prefix}confidence.zarr"), mode="r")
     prob = None
     if settings.save_probability:
-        prob = zarr.open_array(str(folder / "probability.zarr"), mode="r")
+        prob = zarr.open_array(str(folder / f"{prefix}probability.zarr"), mode="r")
         prob = _ClassView(prob, k)
     binary = _EqualsView(mask, k + 1) if model.spec.num_classes > 1 else mask
     objects, summary, qrep = quantify_montage_blobs(

@@ -8,8 +8,10 @@ Layout of the output folder (``out``)::
       failures.csv       image, file, error: only when something failed in the last run
       batch.log          one line per image and run (done / skipped / FAILED: reason)
       run.json           the settings of the batch (model checksum, kind, threshold, …)
-      images/<name>/     mask.tif, labels.tif, probability.tif, objects.csv, summary.csv,
-                         done.json (montages: mask.zarr, probability.zarr instead of TIFFs)
+      images/<name>/     <name>_mask.tif (uint8 class map), <name>_labels.tif (instances),
+                         <name>_probability.tif, <name>_confidence.tif, <name>_objects.csv,
+                         <name>_summary.csv, done.json (montages: <name>_mask.zarr,
+                         <name>_confidence.zarr, <name>_probability.zarr instead of TIFFs)
 
 Resuming: ``done.json`` is written last, atomically, and records the input file's size and
 modification time and the settings; an image with a valid ``done.json`` is skipped unless
@@ -114,6 +116,8 @@ class BatchResult:
     objects_path: Path | None = None
     failures_path: Path | None = None
     seconds: float = 0.0
+    #: process that did the work -> {"images": n, "model_loads": times it loaded the model}
+    workers: dict = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -263,13 +267,14 @@ def process_image(path, name: str, model, settings: BatchSettings, out_dir,
         summary = _with_file_column(summary, path)
         from ..quantify.tables import write_csv
 
-        write_csv(objects, folder / OBJECTS_CSV, overwrite=True)
-        write_csv(summary, folder / SUMMARY_CSV, overwrite=True)
+        write_csv(objects, folder / f"{name}_{OBJECTS_CSV}", overwrite=True)
+        write_csv(summary, folder / f"{name}_{SUMMARY_CSV}", overwrite=True)
         seconds = time.perf_counter() - start
         marker = {
             "version": MARKER_VERSION, "image": name, "file": str(path), "source": stamp,
             "settings": result_key,
-            "outputs": [*outputs, OBJECTS_CSV, SUMMARY_CSV], "objects": int(len(objects)),
+            "outputs": [*outputs, f"{name}_{OBJECTS_CSV}", f"{name}_{SUMMARY_CSV}"],
+            "objects": int(len(objects)),
             "seconds": round(seconds, 3), "finished": datetime.now().isoformat(timespec="seconds"),
         }
         write_text(folder / MARKER, json.dumps(marker, indent=1), overwrite=True)
@@ -315,15 +320,16 @@ def _process_in_memory(path: Path, name: str, model, settings: BatchSettings, fo
                      probability=result.probability[k], confidence=result.confidence,
                      thickness_nm=settings.thickness_nm, threshold=settings.threshold,
                      split_touching=settings.split_touching, image_name=name, **kwargs)
-    outputs = ["mask.tif", "labels.tif"]
-    write_tiff(folder / "mask.tif", result.mask, pixel_size_nm=pixel_size, overwrite=True)
+    outputs = {f"{name}_mask.tif": result.mask,
+               f"{name}_confidence.tif": result.confidence}
     labels = np.asarray(quant.labels)
-    labels = labels.astype(np.uint16 if labels.max(initial=0) < 65535 else np.uint32)
-    write_tiff(folder / "labels.tif", labels, pixel_size_nm=pixel_size, overwrite=True)
+    outputs[f"{name}_labels.tif"] = labels.astype(
+        np.uint16 if labels.max(initial=0) < 65535 else np.uint32)
     if settings.save_probability:
-        write_tiff(folder / "probability.tif", result.probability.astype(np.float32),
-                   pixel_size_nm=pixel_size, overwrite=True)
-        outputs.append("probability.tif")
+        outputs[f"{name}_probability.tif"] = result.probability.astype(np.float32)
+    for file_name, array in outputs.items():
+        write_tiff(folder / file_name, array, pixel_size_nm=pixel_size, overwrite=True)
+    outputs = list(outputs)
     return quant.summary, quant.objects, outputs
 
 
@@ -461,6 +467,9 @@ def run_batch(inputs, out_dir, settings: BatchSettings, *, scheduler=None, recur
             outcomes = _run_serial(todo, settings, out_dir, key) if scheduler is None else \
                 _run_dask(todo, settings, out_dir, key, scheduler, ref)
             for outcome in outcomes:
+                seen = result.workers.setdefault(outcome.worker, {"images": 0, "model_loads": 0})
+                seen["images"] += 1
+                seen["model_loads"] = max(seen["model_loads"], outcome.model_loads)
                 if outcome.status == "done":
                     result.done.append(outcome.name)
                     summary_live.append(outcome.summary)
@@ -485,10 +494,11 @@ def run_batch(inputs, out_dir, settings: BatchSettings, *, scheduler=None, recur
 def _finish(result: BatchResult, jobs, out_dir: Path, key: dict) -> None:
     """Rebuild the batch CSVs in input order from every image that has complete outputs."""
     complete = [n for p, n in jobs if is_done(out_dir, n, p, key)[0]]
-    folders = [image_dir(out_dir, n) for n in complete]
     if complete:
-        concat_csvs([f / SUMMARY_CSV for f in folders], out_dir / SUMMARY_CSV)
-        concat_csvs([f / OBJECTS_CSV for f in folders], out_dir / OBJECTS_CSV)
+        concat_csvs([image_dir(out_dir, n) / f"{n}_{SUMMARY_CSV}" for n in complete],
+                    out_dir / SUMMARY_CSV)
+        concat_csvs([image_dir(out_dir, n) / f"{n}_{OBJECTS_CSV}" for n in complete],
+                    out_dir / OBJECTS_CSV)
         result.summary_path, result.objects_path = out_dir / SUMMARY_CSV, out_dir / OBJECTS_CSV
     failures = out_dir / FAILURES_CSV
     if result.failed:

@@ -1,0 +1,281 @@
+"""Batch runs: input expansion, serial run, resuming, failures, montages in blocks."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+from _batch_helpers import disk_image, model_threshold, write_images
+
+from napari_temdefect.batch import BatchSettings, expand_inputs, output_names, run_batch
+from napari_temdefect.batch.montage import (open_montage, predict_montage,
+                                            quantify_montage_blobs)
+from napari_temdefect.errors import TemDefectError
+
+
+# ----------------------------------------------------------------------------- inputs
+
+def test_folders_globs_and_non_images(tmp_path):
+    data = tmp_path / "data"
+    write_images(data, 3)
+    (data / "notes.txt").write_text("not an image")
+    (data / ".hidden.tif").write_bytes(b"")
+    write_images(data / "sub", 1)
+    out = data / "results"  # output inside the input folder is never taken as input
+    write_images(out, 1)
+
+    found = expand_inputs([data], exclude=out)
+    assert [p.name for p in found.paths] == ["img0.tif", "img1.tif", "img2.tif"]
+    reasons = {p.name: r for p, r in found.skipped}
+    assert "notes.txt" in reasons and "sub" in reasons and "results" not in reasons
+
+    deep = expand_inputs([data], recursive=True, exclude=out)
+    assert [p.relative_to(data).as_posix() for p in deep.paths] == [
+        "img0.tif", "img1.tif", "img2.tif", "sub/img0.tif"]
+
+    globbed = expand_inputs([str(data / "img[12].tif"), data / "img1.tif"])
+    assert [p.name for p in globbed.paths] == ["img1.tif", "img2.tif"]  # sorted, de-duplicated
+
+    with pytest.raises(TemDefectError, match="does not exist"):
+        expand_inputs([tmp_path / "nope"])
+    with pytest.raises(TemDefectError, match="matches no file"):
+        expand_inputs([str(tmp_path / "*.dm4")])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TemDefectError, match="No micrographs"):
+        expand_inputs([tmp_path / "empty"])
+
+
+def test_output_names_are_unique(tmp_path):
+    paths = [tmp_path / "a" / "img.tif", tmp_path / "b" / "img.tif", tmp_path / "img.dm4",
+             tmp_path / "other.tif"]
+    names = output_names(paths)
+    assert len(set(names)) == 4
+    assert names[3] == "other"
+    assert names[2] == "img_dm4"
+
+
+# ----------------------------------------------------------------------------- serial runs
+
+@pytest.fixture
+def batch_setup(tmp_path, tiny_model, tiny_checkpoint):
+    data = tmp_path / "data"
+    paths = write_images(data, 3)
+    (data / "broken.tif").write_bytes(b"this is not a TIFF")
+    thr = model_threshold(tiny_model, paths[0])
+    settings = BatchSettings(model=str(tiny_checkpoint), kind="blobs", tile=128, overlap=16,
+                             threshold=thr, device="cpu")
+    return data, paths, settings
+
+
+def test_serial_batch_writes_per_image_and_batch_tables(batch_setup, tmp_path, tiny_model):
+    from napari_temdefect.inference import predict
+    from napari_temdefect.quantify import quantify
+
+    data, paths, settings = batch_setup
+    out = tmp_path / "out"
+    result = run_batch([data], out, settings, progress=False)
+
+    assert result.done == ["img0", "img1", "img2"]
+    assert [f[0] for f in result.failed] == ["broken"] and not result.ok
+    assert "broken.tif" in result.failed[0][2]
+    summary = pd.read_csv(out / "summary.csv")
+    objects = pd.read_csv(out / "objects.csv")
+    assert summary["image"].tolist() == ["img0", "img1", "img2"]
+    assert summary["pixel_size_nm"].tolist() == [0.5, 0.5, 0.5]  # from the files' calibration
+    assert summary["count"].sum() == len(objects) > 0
+    assert objects.groupby("image").size().to_dict() == dict(zip(summary.image, summary["count"]))
+
+    # the same numbers as predicting and quantifying the image by hand
+    for path in paths:
+        res = predict(tiny_model, tifffile.imread(path), tile=128, overlap=16,
+                      threshold=settings.threshold)
+        q = quantify(res.mask, "blobs", 0.5, threshold=settings.threshold)
+        assert summary.set_index("image").loc[path.stem, "count"] == len(q.objects)
+        mask = tifffile.imread(out / "images" / path.stem / f"{path.stem}_mask.tif")
+        np.testing.assert_array_equal(mask, res.mask)
+
+    folder = out / "images" / "img0"
+    for name in ("img0_mask.tif", "img0_labels.tif", "img0_probability.tif",
+                 "img0_confidence.tif", "img0_objects.csv", "img0_summary.csv", "done.json"):
+        assert (folder / name).is_file(), name
+    failures = pd.read_csv(out / "failures.csv")
+    assert failures["image"].tolist() == ["broken"]
+    log = (out / "batch.log").read_text()
+    assert "FAILED" in log and "broken" in log and log.count("done ") == 3
+    assert not (out / "images" / "broken").exists()
+
+
+def test_resume_skips_done_images_and_redoes_changed_ones(batch_setup, tmp_path):
+    data, paths, settings = batch_setup
+    (data / "broken.tif").unlink()
+    out = tmp_path / "out"
+    first = run_batch([data], out, settings, progress=False)
+    assert first.ok and len(first.done) == 3 and not (out / "failures.csv").exists()
+    summary_bytes = (out / "summary.csv").read_bytes()
+    objects_bytes = (out / "objects.csv").read_bytes()
+    marker = out / "images" / "img1" / "done.json"
+    marker_time = marker.stat().st_mtime_ns
+
+    again = run_batch([data], out, settings, progress=False)
+    assert again.done == [] and again.skipped == ["img0", "img1", "img2"]
+    assert (out / "summary.csv").read_bytes() == summary_bytes  # still the whole batch
+    assert (out / "objects.csv").read_bytes() == objects_bytes
+    assert marker.stat().st_mtime_ns == marker_time
+
+    # an interrupted image (no marker) and a changed input are redone; the rest skipped
+    (out / "images" / "img0" / "done.json").unlink()
+    time.sleep(0.01)
+    tifffile.imwrite(paths[2], disk_image(99), imagej=True, resolution=(2.0, 2.0),
+                     metadata={"unit": "nm"})
+    third = run_batch([data], out, settings, progress=False)
+    assert sorted(third.done) == ["img0", "img2"] and third.skipped == ["img1"]
+    assert pd.read_csv(out / "summary.csv")["image"].tolist() == ["img0", "img1", "img2"]
+
+    # other settings are refused without --overwrite, redone with it
+    other = BatchSettings(**{**settings.__dict__, "threshold": settings.threshold + 0.001})
+    with pytest.raises(TemDefectError, match="other settings"):
+        run_batch([data], out, other, progress=False)
+    other.overwrite = True
+    redone = run_batch([data], out, other, progress=False)
+    assert redone.done == ["img0", "img1", "img2"] and redone.skipped == []
+    assert json.loads(marker.read_text())["settings"]["threshold"] == other.threshold
+
+
+def test_failure_does_not_stop_the_batch_and_is_retried(batch_setup, tmp_path):
+    data, paths, settings = batch_setup
+    out = tmp_path / "out"
+    (data / "empty.tif").write_bytes(b"")
+    result = run_batch([data], out, settings, progress=False)
+    assert sorted(f[0] for f in result.failed) == ["broken", "empty"]
+    assert len(result.done) == 3
+    assert "empty" in pd.read_csv(out / "failures.csv")["image"].tolist()
+    # fixing the files: the next run does only them and clears failures.csv
+    (data / "broken.tif").unlink()
+    tifffile.imwrite(data / "empty.tif", disk_image(7), imagej=True, resolution=(2.0, 2.0),
+                     metadata={"unit": "nm"})
+    fixed = run_batch([data], out, settings, progress=False)
+    assert fixed.ok and fixed.done == ["empty"] and len(fixed.skipped) == 3
+    assert not (out / "failures.csv").exists()
+    assert pd.read_csv(out / "summary.csv")["image"].tolist() == ["empty", "img0", "img1", "img2"]
+
+
+def test_mixed_calibration_keeps_nm_and_px_columns_apart(tmp_path, tiny_model, tiny_checkpoint):
+    write_images(tmp_path / "cal", 1, pixel_size_nm=0.5)
+    raw = write_images(tmp_path / "raw", 1, pixel_size_nm=None)
+    raw[0].rename(tmp_path / "raw" / "plain.tif")
+    thr = model_threshold(tiny_model, tmp_path / "cal" / "img0.tif")
+    settings = BatchSettings(model=str(tiny_checkpoint), kind="blobs", tile=128, overlap=16,
+                             threshold=thr, device="cpu")
+    result = run_batch([tmp_path / "cal", tmp_path / "raw"], tmp_path / "out", settings,
+                       progress=False)
+    assert result.ok
+    summary = pd.read_csv(tmp_path / "out" / "summary.csv").set_index("image")
+    assert summary.loc["img0", "field_area_um2"] > 0 and np.isnan(summary.loc["img0",
+                                                                             "field_area_px2"])
+    assert np.isnan(summary.loc["plain", "pixel_size_nm"])
+    assert summary.loc["plain", "field_area_px2"] == 96 * 112
+    assert np.isnan(summary.loc["plain", "field_area_um2"])
+
+
+# ----------------------------------------------------------------------------- montages
+
+def _disk_mask(shape, disks):
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    mask = np.zeros(shape, np.uint8)
+    for cy, cx, r in disks:
+        mask[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = 1
+    return mask
+
+
+def test_blob_on_block_borders_is_counted_once():
+    from napari_temdefect.quantify import quantify
+
+    shape, block = (200, 260), 64
+    disks = [(64, 100, 6),      # across a horizontal block border
+             (30, 128, 5),      # across a vertical border
+             (128, 192, 7),     # on a corner of four blocks
+             (100, 30, 4), (5, 5, 3), (195, 255, 4),  # inside / on the image border
+             (150, 64, 9)]
+    mask = _disk_mask(shape, disks)
+    prob = np.where(mask > 0, 0.9, 0.1).astype(np.float32)
+    objects, summary, report = quantify_montage_blobs(
+        mask, pixel_size_nm=0.25, probability=prob, block=block, halo=24, threshold=0.5,
+        image_name="m")
+    whole = quantify(mask, "blobs", 0.25, probability=prob, threshold=0.5, image_name="m")
+    assert len(objects) == len(disks) == len(whole.objects)
+    assert report.truncated == 0
+    # same objects, same numbers (moments summed at other offsets: rounding only)
+    pd.testing.assert_frame_equal(objects, whole.objects.reset_index(drop=True),
+                                  check_dtype=False, rtol=1e-9, atol=1e-5)
+    pd.testing.assert_frame_equal(summary, whole.summary, check_dtype=False, rtol=1e-9)
+
+
+def test_objects_larger_than_the_halo_are_reported():
+    mask = _disk_mask((200, 200), [(100, 100, 40)])
+    objects, _, report = quantify_montage_blobs(mask, block=64, halo=8)
+    assert report.truncated >= 1
+    objects, _, report = quantify_montage_blobs(mask, block=64, halo=81)  # = its height
+    assert report.truncated == 0 and len(objects) == 1
+    assert objects["area_px2"].iloc[0] == mask.sum()
+
+
+def test_montage_in_blocks_matches_whole_image(tmp_path, tiny_model):
+    import zarr
+
+    from napari_temdefect.inference import predict
+    from napari_temdefect.batch.montage import montage_stats
+
+    img = disk_image(3, shape=(200, 264), n=10)
+    z = zarr.open_array(str(tmp_path / "m.zarr"), mode="w", shape=img.shape, chunks=(64, 64),
+                        dtype="float32")
+    z[:] = img
+    z.attrs["pixel_size_nm"] = 0.5
+    arr, px = open_montage(tmp_path / "m.zarr")
+    assert px == 0.5 and arr.shape == img.shape
+    stats = montage_stats(arr, tiny_model.spec.normalization)
+    thr = 0.45
+    # one tile per call on both sides, so only the block borders can make a difference
+    whole = predict(tiny_model, img, tile=512, normalization_stats=stats, threshold=thr)
+    report = predict_montage(tiny_model, tmp_path / "m.zarr", tmp_path / "out", block=96,
+                             halo=48, tile=256, threshold=thr, device="cpu")
+    assert report.blocks == 9
+    prob = zarr.open_array(str(tmp_path / "out" / "probability.zarr"), mode="r")
+    mask = zarr.open_array(str(tmp_path / "out" / "mask.zarr"), mode="r")
+    assert prob.shape == (1, 200, 264) and prob.chunks == (1, 96, 96)
+    np.testing.assert_allclose(prob[:], whole.probability, atol=5e-3)
+    assert (mask[:] == whole.mask).mean() > 0.999
+    with pytest.raises(TemDefectError, match="already exists"):
+        predict_montage(tiny_model, tmp_path / "m.zarr", tmp_path / "out", block=96, halo=48,
+                        tile=256, threshold=thr, device="cpu")
+
+
+def test_large_tiff_goes_through_the_montage_path(tmp_path, tiny_model, tiny_checkpoint):
+    import dask.array as da
+
+    data = tmp_path / "data"
+    data.mkdir()
+    img = disk_image(5, shape=(192, 224), n=8)
+    tifffile.imwrite(data / "big.tif", img, tile=(64, 64), imagej=False,
+                     resolution=(2.0, 2.0), resolutionunit="CENTIMETER")
+    settings = BatchSettings(model=str(tiny_checkpoint), kind="blobs", tile=256, device="cpu",
+                             threshold=0.45, montage_min_pixels=100 * 100, block=96, halo=48,
+                             pixel_size_nm=0.5)
+    result = run_batch([data], tmp_path / "out", settings, progress=False)
+    assert result.ok, result.failed
+    folder = tmp_path / "out" / "images" / "big"
+    assert (folder / "big_mask.zarr").is_dir() and (folder / "big_probability.zarr").is_dir()
+    lazy = da.from_zarr(str(folder / "big_mask.zarr"))
+    assert lazy.shape == img.shape and lazy.chunksize == (96, 96)
+    summary = pd.read_csv(tmp_path / "out" / "summary.csv")
+    objects = pd.read_csv(tmp_path / "out" / "objects.csv")
+    assert summary["count"].iloc[0] == len(objects)
+    assert summary["pixel_size_nm"].iloc[0] == 0.5
+    # lines are not quantified block-wise: a clear failure, the zarr outputs still written
+    lines = BatchSettings(**{**settings.__dict__, "kind": "lines"})
+    failed = run_batch([data], tmp_path / "out_lines", lines, progress=False)
+    assert not failed.ok and "only blobs" in failed.failed[0][2]
