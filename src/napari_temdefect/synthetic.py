@@ -46,17 +46,17 @@ _DEFAULTS: dict[str, Any] = {
     "noise": True,
     "thickness_gradient": 0.25,   # relative intensity change across the field
     "bend_contours": None,        # number of broad dark bands in the matrix (None: random 0-2)
-    "texture": 0.04,              # amorphous surface texture amplitude
-    "mottling": 0.15,             # dark strain mottling of an irradiated matrix
+    "texture": 0.035,             # amorphous surface texture amplitude
+    "mottling": 0.4,              # dark strain mottling of an irradiated matrix
     "dtype": "float32",           # or "uint8" / "uint16" (percentile-stretched like a camera)
     "allow_overlap": False,
     "gap_px": 2,                  # minimum spacing between discrete objects
     # grains
-    "grain_size_nm": 30.0,
+    "grain_size_nm": 35.0,
     "grain_size_spread": 0.35,
     "boundary_width_px": 3.0,
     "dark_grain_fraction": 0.15,
-    "grain_warp": 0.08,
+    "grain_warp": 0.1, 
     # bubbles
     "n_bubbles": None,            # None: from bubble_density
     "bubble_density": 0.004,      # per nm²
@@ -140,9 +140,9 @@ def make_micrograph(kind: str = "grains", size=(512, 512), pixel_size_nm: float 
     if not px > 0:
         raise TemDefectError(f"Pixel size must be positive, not {pixel_size_nm!r} nm.")
     if p["dose"] is None:
-        p["dose"] = 150.0 if "grains" in parts else 200.0
+        p["dose"] = 60.0 if "grains" in parts else 300.0
     if p["blur_px"] is None:
-        p["blur_px"] = 1.6 if "grains" in parts else 1.0
+        p["blur_px"] = 2.0 if "grains" in parts else 1.0
     rng = np.random.default_rng(seed)
     shape = (h, w)
 
@@ -250,9 +250,9 @@ def _matrix_background(rng, shape, p) -> np.ndarray:
         trans *= 1 - rng.uniform(0.25, 0.45) * _band(bend_field, rng.uniform(-1.2, 1.2),
                                                      rng.uniform(0.15, 0.35))
     if p["mottling"] > 0:  # dark strain blobs / dislocation tangles, patchy across the field
-        blobs = _smooth_noise(rng, shape, 10.0) + 0.5 * _smooth_noise(rng, shape, 3.0)
-        patch = np.clip(_smooth_noise(rng, shape, max(h, w) / 10) + 0.3, 0, None)
-        trans *= 1 - p["mottling"] * np.clip(blobs, 0, 2.0) * np.minimum(patch, 1.5) / 2.0
+        blobs = _smooth_noise(rng, shape, 12.0) + 0.5 * _smooth_noise(rng, shape, 4.0)
+        patch = np.clip(_smooth_noise(rng, shape, max(h, w) / 8) + 0.4 + ramp, 0, 1.5)
+        trans *= 1 - p["mottling"] * np.clip(blobs + 0.5, 0, 2.5) / 2.5 * patch / 1.5
     return trans.astype(np.float32)
 
 
@@ -341,8 +341,8 @@ def _grain_background(rng, shape, px, p):
     offs = rng.uniform(0, 2 * np.pi, n).astype(np.float32)
     # internal gradient (wedge thickness) + a bend contour across some grains
     tilt = 1 + gamp[owner] * c * 0.4 * np.sin(phase / c + offs[owner])
-    has_bend = rng.random(n) < 0.35
-    bend_w = rng.uniform(0.08, 0.2, n).astype(np.float32) * c
+    has_bend = rng.random(n) < 0.15
+    bend_w = rng.uniform(0.12, 0.3, n).astype(np.float32) * c
     bend_pos = rng.uniform(-0.5, 0.5, n).astype(np.float32) * c
     centre = np.zeros(n, np.float32)  # seed position along each grain's bend direction
     centre[1:] = np.cos(gdir[1:]) * sy.ravel()[uniq] + np.sin(gdir[1:]) * sx.ravel()[uniq]
@@ -626,7 +626,7 @@ def _dislocations(rng, shape, px, p, occupied):
 def _image_formation(rng, trans, p) -> np.ndarray:
     shape = trans.shape
     if p["texture"] > 0:  # amorphous surface layers: fine speckle
-        trans = trans * (1 + p["texture"] * _smooth_noise(rng, shape, 1.3))
+        trans = trans * (1 + p["texture"] * _smooth_noise(rng, shape, 1.8))
     if p["blur_px"] > 0:
         trans = ndi.gaussian_filter(trans, float(p["blur_px"]), mode="reflect")
     trans = np.clip(trans, 0.0, None)
