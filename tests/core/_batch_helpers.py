@@ -8,7 +8,7 @@ import numpy as np
 import tifffile
 
 
-def disk_image(seed: int, shape=(96, 112), n: int = 5) -> np.ndarray:
+def disk_image(seed: int, shape=(64, 80), n: int = 4) -> np.ndarray:
     rng = np.random.default_rng(seed)
     img = rng.normal(100, 8, shape).astype(np.float32)
     yy, xx = np.mgrid[: shape[0], : shape[1]]
@@ -19,7 +19,7 @@ def disk_image(seed: int, shape=(96, 112), n: int = 5) -> np.ndarray:
 
 
 def write_images(folder: Path, n: int = 3, pixel_size_nm: float | None = 0.5,
-                 shape=(96, 112)) -> list[Path]:
+                 shape=(64, 80)) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for i in range(n):

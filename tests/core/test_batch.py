@@ -178,7 +178,7 @@ def test_mixed_calibration_keeps_nm_and_px_columns_apart(tmp_path, tiny_model, t
     assert summary.loc["img0", "field_area_um2"] > 0 and np.isnan(summary.loc["img0",
                                                                              "field_area_px2"])
     assert np.isnan(summary.loc["plain", "pixel_size_nm"])
-    assert summary.loc["plain", "field_area_px2"] == 96 * 112
+    assert summary.loc["plain", "field_area_px2"] == 64 * 80
     assert np.isnan(summary.loc["plain", "field_area_um2"])
 
 

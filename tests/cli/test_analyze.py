@@ -1,0 +1,81 @@
+"""`temdefect analyze`: exit codes, outputs, resuming and user errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+
+from napari_temdefect.cli.main import main
+
+
+def _images(folder, n=2):
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        img = rng.normal(100, 8, (64, 72)).astype(np.float32)
+        img[20:30, 20:32] += 50
+        tifffile.imwrite(folder / f"m{i}.tif", img, imagej=True, resolution=(4.0, 4.0),
+                         metadata={"unit": "nm"})
+    return folder
+
+
+def _args(data, out, ckpt, *extra):
+    return ["analyze", str(data), "--model", str(ckpt), "--kind", "blobs", "--out", str(out),
+            "--tile", "128", "--overlap", "16", "--device", "cpu", "--threshold", "0.4", "-q",
+            *extra]
+
+
+def test_analyze_writes_tables_and_resumes(tmp_path, tiny_checkpoint, capsys):
+    data, out = _images(tmp_path / "data"), tmp_path / "out"
+    assert main(_args(data, out, tiny_checkpoint)) == 0
+    err = capsys.readouterr().err
+    assert "2 done" in err and "summary.csv" in err
+    summary = pd.read_csv(out / "summary.csv")
+    assert summary["image"].tolist() == ["m0", "m1"]
+    assert summary["pixel_size_nm"].tolist() == [0.25, 0.25]
+    assert (out / "objects.csv").is_file()
+    assert (out / "images" / "m1" / "m1_mask.tif").is_file()
+
+    assert main(_args(data, out, tiny_checkpoint)) == 0
+    assert "0 done, 2 already done" in capsys.readouterr().err
+    assert main(_args(data, out, tiny_checkpoint, "--overwrite")) == 0
+    assert "2 done" in capsys.readouterr().err
+
+    # --pixel-size overrides the files; other settings in the same folder are refused
+    assert main(_args(data, out, tiny_checkpoint, "--pixel-size", "0.5")) == 2
+    assert "other settings" in capsys.readouterr().err
+    out2 = tmp_path / "out2"
+    assert main(_args(data, out2, tiny_checkpoint, "--pixel-size", "0.5", "--no-probability")) == 0
+    assert pd.read_csv(out2 / "summary.csv")["pixel_size_nm"].tolist() == [0.5, 0.5]
+    assert not (out2 / "images" / "m0" / "m0_probability.tif").exists()
+
+
+def test_analyze_failure_exit_status_and_glob(tmp_path, tiny_checkpoint, capsys):
+    data, out = _images(tmp_path / "data"), tmp_path / "out"
+    (data / "zz_corrupt.tif").write_bytes(b"\x00" * 100)
+    assert main(_args(str(data / "*.tif"), out, tiny_checkpoint)) == 1
+    err = capsys.readouterr().err
+    assert "zz_corrupt.tif failed" in err and "1 FAILED" in err
+    assert pd.read_csv(out / "summary.csv")["image"].tolist() == ["m0", "m1"]
+    assert pd.read_csv(out / "failures.csv")["image"].tolist() == ["zz_corrupt"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--threshold", "1.5"], "outside (0, 1)"),
+    (["--scheduler", "slurm"], "Unknown scheduler"),
+    (["--pixel-size", "-1"], "not positive"),
+])
+def test_analyze_user_errors(tmp_path, tiny_checkpoint, capsys, extra, message):
+    data = _images(tmp_path / "data", 1)
+    assert main(_args(data, tmp_path / "out", tiny_checkpoint, *extra)) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_analyze_missing_input_and_model(tmp_path, tiny_checkpoint, capsys):
+    assert main(_args(tmp_path / "nothing", tmp_path / "out", tiny_checkpoint)) == 2
+    assert "does not exist" in capsys.readouterr().err
+    data = _images(tmp_path / "data", 1)
+    assert main(_args(data, tmp_path / "out", tmp_path / "missing.safetensors")) == 2
+    assert "No checkpoint file" in capsys.readouterr().err
