@@ -1,7 +1,480 @@
-"""QuantifyWidget (placeholder until its issue lands)."""
+"""Quantification dock widget: object table, summary, size histogram and CSV export.
 
-from ._common import Placeholder
+Input: a Labels layer (instances or a mask, e.g. ``<image> defects``) or an Image layer holding
+a probability map. The pixel size is pre-filled from the layer (its ``scale`` or
+``metadata["pixel_size_nm"]``); an empty field means uncalibrated and results in pixels.
+The core is :func:`napari_temdefect.quantify.quantify`, run in a ``thread_worker``.
+
+Results:
+
+* the object table (click a column to sort; click a row to centre the view on that object and
+  select its label), the summary, and a histogram of sizes (lengths for lines);
+* object properties in the ``features`` of the Labels layer, so napari shows them on hover.
+  When the labels are measured as they are, that is the input layer itself; otherwise (a mask,
+  a probability map, lines, grains, split blobs) a ``<image> <kind>`` Labels layer is written;
+* with a reference Labels layer: pixel/object F1, counts and size-distribution distances, and a
+  ``<image> confusion`` overlay (true positives green, false positives blue, false negatives
+  red).
+
+**Export CSV** writes ``<name>.csv`` (objects) and ``<name>_summary.csv`` and asks before
+replacing either.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from qtpy.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt
+from qtpy.QtWidgets import (
+    QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout, QHeaderView,
+    QLabel, QLineEdit, QMessageBox, QPushButton, QSpinBox, QTableView, QTabWidget, QVBoxLayout,
+    QWidget,
+)
+
+from ..constants import KINDS
+from ..errors import TemDefectError
+from ._common import layer_pixel_size, set_layer, show_error
+
+NO_REFERENCE = "(none)"
+SUFFIXES = (" defects", " probability", " labels")
+#: table columns that do not go into layer.features (same for every row)
+_NOT_FEATURES = ("image", "kind")
 
 
-def QuantifyWidget(napari_viewer=None):
-    return Placeholder("QuantifyWidget", "Not available yet: Per-defect tables and CSV export (issue 5).")
+def image_name_of(layer_name: str) -> str:
+    for suffix in SUFFIXES:
+        if layer_name.endswith(suffix) and len(layer_name) > len(suffix):
+            return layer_name[: -len(suffix)]
+    return layer_name
+
+
+def viewer_camera(viewer):
+    """The viewer's camera (``viewer.scene.camera`` from napari 0.9, ``viewer.camera`` before)."""
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
+
+
+class DataFrameModel(QAbstractTableModel):
+    """Read-only Qt model of a pandas DataFrame; raw values under UserRole for sorting."""
+
+    def __init__(self, df=None):
+        super().__init__()
+        import pandas as pd
+
+        self.df = df if df is not None else pd.DataFrame()
+
+    def set_frame(self, df):
+        self.beginResetModel()
+        self.df = df
+        self.endResetModel()
+
+    def rowCount(self, parent=QModelIndex()):
+        return 0 if parent.isValid() else len(self.df)
+
+    def columnCount(self, parent=QModelIndex()):
+        return 0 if parent.isValid() else len(self.df.columns)
+
+    def data(self, index, role=Qt.ItemDataRole.DisplayRole):
+        if not index.isValid():
+            return None
+        value = self.df.iat[index.row(), index.column()]
+        if role == Qt.ItemDataRole.UserRole:
+            if isinstance(value, (bool, np.bool_)):
+                return int(value)
+            if isinstance(value, (int, float, np.integer, np.floating)):
+                return float(value) if np.isfinite(value) else float("-inf")
+            return str(value)
+        if role == Qt.ItemDataRole.DisplayRole:
+            if isinstance(value, (float, np.floating)):
+                return "" if not np.isfinite(value) else f"{value:.4g}"
+            return str(value)
+        if role == Qt.ItemDataRole.TextAlignmentRole and not isinstance(value, str):
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        return None
+
+    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
+        if role != Qt.ItemDataRole.DisplayRole:
+            return None
+        if orientation == Qt.Orientation.Horizontal:
+            return str(self.df.columns[section])
+        return str(section + 1)
+
+
+class QuantifyWidget(QWidget):
+    """Measure the defects of a labels or probability layer; tables, histogram and CSV."""
+
+    def __init__(self, napari_viewer, parent=None):
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.worker = None
+        self.result = None          # QuantResult of the last run
+        self.comparison = None      # compare.Comparison or None
+        self.result_layer = None    # Labels layer holding result.labels and the features
+        self._min_size_touched = False
+
+        layout = QVBoxLayout(self)
+        form = QFormLayout()
+        self.layer_combo = QComboBox()
+        self.layer_combo.setToolTip("Labels (instances or a mask) or a probability image.")
+        form.addRow("Layer:", self.layer_combo)
+        self.kind_combo = QComboBox()
+        self.kind_combo.addItems(KINDS)
+        self.kind_combo.setToolTip("blobs: bubbles, voids, loops; lines: dislocations, boundaries "
+                                   "(length); grains: regions enclosed by a boundary mask")
+        form.addRow("Kind:", self.kind_combo)
+        self.pixel_size = QLineEdit()
+        self.pixel_size.setPlaceholderText("uncalibrated: results in px")
+        self.pixel_size.setToolTip("nm per pixel, from the layer's scale; empty = pixels")
+        form.addRow("Pixel size (nm):", self.pixel_size)
+        self.thickness = QLineEdit()
+        self.thickness.setPlaceholderText("optional, for ρ = L/(A·t)")
+        form.addRow("Foil thickness (nm):", self.thickness)
+        self.min_size = QSpinBox()
+        self.min_size.setRange(0, 10_000_000)
+        self.min_size.setSuffix(" px")
+        self.min_size.setToolTip("Smaller objects are dropped: area (blobs, grains) or "
+                                 "skeleton length (lines) in pixels.")
+        self.min_size.valueChanged.connect(self._on_min_size_edited)
+        form.addRow("Minimum size:", self.min_size)
+        self.threshold = QDoubleSpinBox()
+        self.threshold.setRange(0.01, 0.99)
+        self.threshold.setSingleStep(0.05)
+        self.threshold.setValue(0.5)
+        self.threshold.setToolTip("Probability from which a pixel is a defect (probability "
+                                  "layers only).")
+        form.addRow("Threshold:", self.threshold)
+        self.split = QCheckBox("Split touching blobs (watershed)")
+        form.addRow(self.split)
+        self.reference_combo = QComboBox()
+        self.reference_combo.setToolTip("Optional reference (annotation) labels to compare with.")
+        form.addRow("Reference:", self.reference_combo)
+        layout.addLayout(form)
+
+        row = QHBoxLayout()
+        self.run_button = QPushButton("Quantify")
+        self.export_button = QPushButton("Export CSV…")
+        self.export_button.setEnabled(False)
+        row.addWidget(self.run_button)
+        row.addWidget(self.export_button)
+        layout.addLayout(row)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        layout.addWidget(self.status)
+
+        self.tabs = QTabWidget()
+        self.objects_model = DataFrameModel()
+        self.proxy = QSortFilterProxyModel()
+        self.proxy.setSourceModel(self.objects_model)
+        self.proxy.setSortRole(Qt.ItemDataRole.UserRole)
+        self.table = QTableView()
+        self.table.setModel(self.proxy)
+        self.table.setSortingEnabled(True)
+        self.table.setSelectionBehavior(QTableView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QTableView.SelectionMode.SingleSelection)
+        self.table.clicked.connect(lambda index: self.select_row(index.row()))
+        self.tabs.addTab(self.table, "Objects")
+        self.summary_model = DataFrameModel()
+        self.summary_table = QTableView()
+        self.summary_table.setModel(self.summary_model)
+        self.summary_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.tabs.addTab(self.summary_table, "Summary")
+        self.tabs.addTab(self._make_histogram(), "Histogram")
+        layout.addWidget(self.tabs, stretch=1)
+
+        self.run_button.clicked.connect(lambda: self.run())
+        self.export_button.clicked.connect(lambda: self.export_csv())
+        self.layer_combo.currentTextChanged.connect(self._on_layer_changed)
+        self.kind_combo.currentTextChanged.connect(self._on_kind_changed)
+        for event in ("inserted", "removed", "reordered"):
+            getattr(napari_viewer.layers.events, event).connect(self._refresh_layers)
+        self._refresh_layers()
+        self._on_kind_changed(self.kind_combo.currentText())
+
+    # ------------------------------------------------------------------ inputs
+    def _make_histogram(self):
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        self.figure = Figure(figsize=(4, 3), tight_layout=True)
+        self.axes = self.figure.add_subplot(111)
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        return self.canvas
+
+    def _input_layers(self):
+        out = []
+        for layer in self.viewer.layers:
+            kind = layer._type_string
+            if kind == "labels" and not layer.name.endswith((" confusion",)):
+                out.append(layer.name)
+            elif kind == "image" and not getattr(layer, "rgb", False) \
+                    and np.issubdtype(np.asarray(layer.data).dtype, np.floating) \
+                    and layer.name.endswith(" probability"):
+                out.append(layer.name)
+        return out
+
+    def _refresh_layers(self, event=None):
+        names = self._input_layers()
+        current = self.layer_combo.currentText()
+        self.layer_combo.blockSignals(True)
+        self.layer_combo.clear()
+        self.layer_combo.addItems(names)
+        if current in names:
+            self.layer_combo.setCurrentText(current)
+        else:
+            defects = [n for n in names if n.endswith(" defects")]
+            if defects:
+                self.layer_combo.setCurrentText(defects[-1])
+        self.layer_combo.blockSignals(False)
+        ref = self.reference_combo.currentText()
+        self.reference_combo.clear()
+        labels = [n for n in names if self.viewer.layers[n]._type_string == "labels"]
+        self.reference_combo.addItems([NO_REFERENCE] + labels)
+        if ref in labels:
+            self.reference_combo.setCurrentText(ref)
+        if self.layer_combo.currentText() != current:
+            self._on_layer_changed(self.layer_combo.currentText())
+
+    def _on_layer_changed(self, name):
+        if not name or name not in self.viewer.layers:
+            return
+        px = layer_pixel_size(self.viewer.layers[name])
+        self.pixel_size.setText("" if px is None else f"{px:g}")
+
+    def _on_kind_changed(self, kind):
+        from ..quantify import DEFAULT_MIN_SIZE_PX
+
+        if not self._min_size_touched and kind in DEFAULT_MIN_SIZE_PX:
+            self.min_size.blockSignals(True)
+            self.min_size.setValue(DEFAULT_MIN_SIZE_PX[kind])
+            self.min_size.blockSignals(False)
+        self.split.setEnabled(kind == "blobs")
+
+    def _on_min_size_edited(self, _value):
+        self._min_size_touched = True
+
+    def _gather(self):
+        name = self.layer_combo.currentText()
+        if not name or name not in self.viewer.layers:
+            raise TemDefectError("No labels or probability layer to measure; run Inference or "
+                                 "open a mask first.")
+        layer = self.viewer.layers[name]
+        data = np.asarray(layer.data)
+        if data.ndim != 2:
+            raise TemDefectError(f"{name!r} has {data.ndim} dimensions; quantify one 2D image "
+                                 "(pick a single frame first).")
+        image = image_name_of(name)
+        kind = self.kind_combo.currentText()
+        if kind != "blobs" and layer._type_string == "labels":
+            # a labels layer of lines or boundaries (e.g. from Inference) is a mask, not grains
+            data = data > 0
+        extras = {}
+        if layer._type_string == "labels":
+            for key, suffix in (("probability", " probability"), ("confidence", " confidence")):
+                other = self.viewer.layers[image + suffix] \
+                    if image + suffix in self.viewer.layers else None
+                if other is not None and np.shape(other.data) == data.shape:
+                    extras[key] = np.asarray(other.data)
+        else:
+            conf = image + " confidence"
+            if conf in self.viewer.layers and np.shape(self.viewer.layers[conf].data) == data.shape:
+                extras["confidence"] = np.asarray(self.viewer.layers[conf].data)
+        reference = None
+        ref = self.reference_combo.currentText()
+        if ref and ref != NO_REFERENCE and ref in self.viewer.layers:
+            if ref == name:
+                raise TemDefectError("The reference is the layer being measured; pick the "
+                                     "annotation layer as reference.")
+            reference = np.asarray(self.viewer.layers[ref].data)
+            if kind != "blobs":
+                reference = reference > 0
+        from ..quantify import _check_number
+
+        _check_number(self.pixel_size.text().strip() or None, "pixel size",
+                      "give nm per pixel, or leave it empty for an uncalibrated image")
+        _check_number(self.thickness.text().strip() or None, "foil thickness",
+                      "give it in nm, or leave it empty")
+        kwargs = dict(
+            kind=kind,
+            pixel_size_nm=self.pixel_size.text().strip() or None,
+            thickness_nm=self.thickness.text().strip() or None,
+            min_size_px=self.min_size.value(), threshold=self.threshold.value(),
+            split_touching=self.split.isChecked() and self.split.isEnabled(),
+            image_name=image, **extras)
+        return layer, data, reference, kwargs
+
+    # ------------------------------------------------------------------ running
+    def run(self):
+        """Start the quantification; returns the worker (None when inputs are unusable)."""
+        from napari.qt.threading import thread_worker
+
+        if self.worker is not None:
+            show_error(TemDefectError("Quantification is already running; wait for it."))
+            return None
+        try:
+            layer, data, reference, kwargs = self._gather()
+        except Exception as exc:  # noqa: BLE001
+            show_error(exc)
+            return None
+
+        def work():
+            from ..quantify import quantify
+            from ..quantify.compare import compare
+
+            result = quantify(data, **kwargs)
+            comparison = None
+            if reference is not None:
+                ref_kwargs = {k: v for k, v in kwargs.items()
+                              if k in ("min_size_px", "threshold", "split_touching")}
+                comparison = compare(result, reference, kwargs["kind"],
+                                     result.pixel_size_nm, image_name=kwargs["image_name"],
+                                     **ref_kwargs)
+            return result, comparison
+
+        # ignore_errors: superqt would otherwise re-raise worker errors in the main thread, and
+        # napari relays them to its notification manager (with a traceback); show them once,
+        # as one sentence, through show_error instead
+        self.worker = thread_worker(work, start_thread=False, ignore_errors=True)()
+        relay = getattr(self.worker, "_relay_error", None)
+        if relay is not None:
+            try:
+                self.worker.errored.disconnect(relay)
+            except (TypeError, RuntimeError, ValueError):
+                pass
+        self.worker.returned.connect(lambda out: self._on_done(layer, data, *out))
+        self.worker.errored.connect(self._on_error)
+        self.worker.finished.connect(self._on_finished)
+        self.run_button.setEnabled(False)
+        self.status.setText(f"Measuring {layer.name!r}…")
+        self.worker.start()
+        return self.worker
+
+    def _on_error(self, exc):
+        show_error(exc)
+        self.status.setText(str(exc) if isinstance(exc, TemDefectError)
+                            else "Quantification failed.")
+
+    def _on_finished(self):
+        self.worker = None
+        self.run_button.setEnabled(True)
+
+    def _on_done(self, layer, data, result, comparison):
+        self.result, self.comparison = result, comparison
+        geo = {"scale": tuple(layer.scale)[-2:], "translate": tuple(layer.translate)[-2:]}
+        same = layer._type_string == "labels" and result.labels.shape == data.shape and \
+            np.array_equal(result.labels, np.where(result.labels > 0, data, 0))
+        features = result.objects.drop(columns=list(_NOT_FEATURES)).rename(
+            columns={"label": "index"})
+        if same:
+            target = layer
+        else:
+            name = f"{image_name_of(layer.name)} {result.kind}"
+            target = set_layer(self.viewer, name, result.labels, "labels",
+                               metadata={"temdefect": {"quantify": result.kind}}, **geo)
+        target.features = features
+        self.result_layer = target
+        self.objects_model.set_frame(result.objects)
+        self.table.resizeColumnsToContents()
+        summary = result.summary
+        if comparison is not None:
+            metrics = comparison.metrics.drop(columns=["image", "kind", "pixel_size_nm"])
+            summary = summary.join(metrics.add_prefix("reference_"))
+            set_layer(self.viewer, f"{image_name_of(layer.name)} confusion", comparison.overlay,
+                      "image", rgb=True, opacity=0.6, **geo)
+        self._summary_frame = summary
+        self.summary_model.set_frame(summary.T.reset_index().set_axis(["measure", "value"],
+                                                                      axis=1))
+        self._draw_histogram()
+        self.export_button.setEnabled(True)
+        unit = "nm" if result.calibrated else "px (uncalibrated)"
+        text = f"{len(result.objects)} {result.kind} in {target.name!r}, units {unit}."
+        if comparison is not None:
+            m = comparison.metrics.iloc[0]
+            text += f" vs reference: pixel F1 {m['pixel_f1']:.3f}, object F1 {m['object_f1']:.3f}."
+        self.status.setText(text)
+
+    def _draw_histogram(self):
+        r = self.result
+        ax = self.axes
+        ax.clear()
+        unit = "nm" if r.calibrated else "px"
+        col = f"length_{unit}" if r.kind == "lines" else f"equivalent_diameter_{unit}"
+        values = r.objects[col].to_numpy(dtype=float)
+        if r.kind == "grains":
+            values = values[~r.objects["touches_border"].to_numpy(bool)]
+        values = values[np.isfinite(values)]
+        if values.size:
+            ax.hist(values, bins=min(50, max(5, int(np.sqrt(values.size)))),
+                    color="#4c72b0", edgecolor="white")
+        what = "length" if r.kind == "lines" else "equivalent diameter"
+        ax.set_xlabel(f"{what} ({unit})")
+        ax.set_ylabel("count")
+        ax.set_title(f"{r.kind}: n = {values.size}", fontsize=9)
+        self.canvas.draw_idle()
+
+    # ------------------------------------------------------------------ table → view
+    def select_row(self, view_row: int):
+        """Centre the view on the object in (sorted) table row ``view_row`` and select it."""
+        if self.result is None or self.result_layer is None:
+            return
+        source = self.proxy.mapToSource(self.proxy.index(view_row, 0)).row()
+        obj = self.result.objects.iloc[source]
+        px = self.result.pixel_size_nm or 1.0
+        unit = "nm" if self.result.calibrated else "px"
+        row_px = obj[f"centroid_y_{unit}"] / px
+        col_px = obj[f"centroid_x_{unit}"] / px
+        layer = self.result_layer
+        world = layer.data_to_world((row_px, col_px))
+        camera = viewer_camera(self.viewer)
+        camera.center = tuple(world)[-2:]
+        # zoom in (never out) until the object spans about a sixth of the canvas
+        extent = max(obj[f"major_axis_{unit}"] / px, 8.0) * float(layer.scale[-1])
+        camera.zoom = max(camera.zoom, min(600 / (6 * extent), 50))
+        layer.selected_label = int(obj["label"])
+
+    # ------------------------------------------------------------------ export
+    def ask_overwrite(self, paths) -> bool:
+        names = "\n".join(str(p) for p in paths)
+        answer = QMessageBox.question(
+            self, "napari-temdefect", f"Replace the existing file(s)?\n{names}",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
+
+    def export_csv(self, path=None):
+        """Write the object table to ``path`` and the summary beside it (``*_summary.csv``).
+
+        Asks for a file name when ``path`` is None and before replacing an existing file;
+        returns the two paths, or None when nothing was written.
+        """
+        from ..quantify import write_csv
+
+        if self.result is None:
+            show_error(TemDefectError("Nothing to export yet; press Quantify first."))
+            return None
+        if path is None:
+            start = f"{self.result.objects['image'].iloc[0] if len(self.result.objects) else 'objects'}" \
+                    f"_{self.result.kind}.csv"
+            path, _ = QFileDialog.getSaveFileName(self, "Export CSV (objects; summary beside it)",
+                                                  start, "CSV files (*.csv)")
+            if not path:
+                return None
+        path = Path(path)
+        if path.suffix.lower() != ".csv":
+            path = path.with_name(path.name + ".csv")
+        summary_path = path.with_name(f"{path.stem}_summary.csv")
+        existing = [p for p in (path, summary_path) if p.exists()]
+        overwrite = False
+        if existing:
+            if not self.ask_overwrite(existing):
+                self.status.setText("Export cancelled; nothing was replaced.")
+                return None
+            overwrite = True
+        try:
+            write_csv(self.result.objects, path, overwrite=overwrite)
+            write_csv(self._summary_frame, summary_path, overwrite=overwrite)
+        except Exception as exc:  # noqa: BLE001
+            show_error(exc)
+            return None
+        self.status.setText(f"Wrote {path.name} and {summary_path.name}.")
+        return path, summary_path

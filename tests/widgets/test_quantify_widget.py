@@ -1,0 +1,144 @@
+"""Quantification widget: table, camera, features, histogram, comparison and CSV export."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from napari_temdefect.widgets.quantify import QuantifyWidget, viewer_camera
+
+pytestmark = pytest.mark.gui
+
+SPEC = ((30, 40, 16), (60, 150, 24), (150, 90, 20), (200, 200, 30))
+
+
+def disk_labels(shape=(256, 256), spec=SPEC):
+    lab = np.zeros(shape, np.int32)
+    y, x = np.ogrid[:shape[0], :shape[1]]
+    for i, (r, c, d) in enumerate(spec, start=1):
+        lab[(y - r) ** 2 + (x - c) ** 2 <= (d / 2) ** 2] = i
+    return lab
+
+
+def run(widget, qtbot):
+    worker = widget.run()
+    assert worker is not None
+    # _on_finished was connected before the start, so this cannot miss the end
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=30000)
+
+
+@pytest.fixture
+def setup(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    layer = viewer.add_labels(disk_labels(), name="img defects", scale=(0.5, 0.5))
+    widget = QuantifyWidget(viewer)
+    qtbot.addWidget(widget)
+    return viewer, layer, widget
+
+
+def test_table_features_and_row_click_centres(setup, qtbot):
+    viewer, layer, widget = setup
+    assert widget.layer_combo.currentText() == "img defects"
+    assert widget.pixel_size.text() == "0.5"  # from the layer's scale
+    run(widget, qtbot)
+    assert widget.proxy.rowCount() == 4
+    obj = widget.result.objects
+    np.testing.assert_allclose(np.sort(obj["equivalent_diameter_nm"]),
+                               np.sort([d for _, _, d in SPEC]) * 0.5, rtol=0.02)
+    # the labels were measured as they are: features go on the input layer, keyed by id
+    assert widget.result_layer is layer
+    assert list(layer.features["index"]) == [1, 2, 3, 4]
+    assert "equivalent_diameter_nm" in layer.features.columns
+    # sort by diameter (descending) and click the first row: the biggest disk (id 4)
+    col = list(obj.columns).index("equivalent_diameter_nm")
+    widget.table.sortByColumn(col, pytest.importorskip("qtpy.QtCore").Qt.SortOrder.DescendingOrder)
+    widget.select_row(0)
+    assert layer.selected_label == 4
+    np.testing.assert_allclose(viewer_camera(viewer).center[-2:], (200 * 0.5, 200 * 0.5), atol=0.05)
+    widget.select_row(3)
+    assert layer.selected_label == 1
+    np.testing.assert_allclose(viewer_camera(viewer).center[-2:], (30 * 0.5, 40 * 0.5), atol=0.05)
+    # summary and histogram
+    assert widget.summary_model.rowCount() > 10
+    assert widget.axes.patches  # histogram bars were drawn
+
+
+def test_uncalibrated_layer_reports_pixels(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    viewer.add_labels((disk_labels() > 0).astype(np.uint8), name="m defects")
+    widget = QuantifyWidget(viewer)
+    qtbot.addWidget(widget)
+    assert widget.pixel_size.text() == ""
+    run(widget, qtbot)
+    assert "equivalent_diameter_px" in widget.result.objects.columns
+    # a binary mask is labelled anew: a separate layer holds the ids and the features
+    assert widget.result_layer.name == "m blobs"
+    assert widget.result_layer.features["index"].tolist() == [1, 2, 3, 4]
+    assert "px" in widget.status.text()
+
+
+def test_export_writes_two_files_and_asks_before_overwrite(setup, qtbot, tmp_path, monkeypatch):
+    from qtpy.QtWidgets import QFileDialog
+
+    viewer, layer, widget = setup
+    run(widget, qtbot)
+    target = tmp_path / "out.csv"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName",
+                        staticmethod(lambda *a, **k: (str(target), "CSV files (*.csv)")))
+    paths = widget.export_csv()
+    assert paths == (target, tmp_path / "out_summary.csv")
+    assert len(pd.read_csv(target)) == 4
+    assert pd.read_csv(tmp_path / "out_summary.csv")["count"].iloc[0] == 4
+    target.write_text("keep me")
+    asked = []
+    monkeypatch.setattr(widget, "ask_overwrite", lambda p: asked.append(p) or False)
+    assert widget.export_csv() is None
+    assert asked and target.read_text() == "keep me"
+    monkeypatch.setattr(widget, "ask_overwrite", lambda p: True)
+    assert widget.export_csv() is not None
+    assert len(pd.read_csv(target)) == 4
+
+
+def test_reference_comparison_adds_confusion_overlay(setup, qtbot):
+    viewer, layer, widget = setup
+    truth = disk_labels()
+    truth[truth == 2] = 0  # the reference lacks disk 2: one false positive
+    viewer.add_labels(truth, name="annotation", scale=(0.5, 0.5))
+    widget.layer_combo.setCurrentText("img defects")
+    widget.reference_combo.setCurrentText("annotation")
+    run(widget, qtbot)
+    m = widget.comparison.metrics.iloc[0]
+    assert m["false_positives"] == 1 and m["matched"] == 3
+    overlay = viewer.layers["img confusion"]
+    assert overlay.rgb and tuple(overlay.scale) == (0.5, 0.5)
+    assert tuple(np.asarray(overlay.data)[60, 150]) == (0, 0, 255, 255)
+    assert "object F1" in widget.status.text()
+
+
+def test_lines_probability_layer_and_bad_input(make_napari_viewer, qtbot, monkeypatch):
+    import napari_temdefect.widgets.quantify as mod
+
+    viewer = make_napari_viewer()
+    prob = np.zeros((64, 240), np.float32)
+    prob[30:33, 10:210] = 0.9  # centre line from column 10 to 209
+    viewer.add_image(prob, name="x probability", scale=(2.0, 2.0))
+    widget = QuantifyWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.layer_combo.setCurrentText("x probability")
+    widget.kind_combo.setCurrentText("lines")
+    assert widget.pixel_size.text() == "2"
+    run(widget, qtbot)
+    assert widget.result.objects["length_nm"].iloc[0] == pytest.approx(199 * 2, rel=0.03)
+    assert "x lines" in viewer.layers
+    errors = []
+    monkeypatch.setattr(mod, "show_error", errors.append)
+    widget.pixel_size.setText("-1")
+    assert widget.run() is None  # refused before any work
+    assert len(errors) == 1 and "positive" in str(errors[0])
+    # an error inside the worker is shown once, through show_error, not as a traceback
+    errors.clear()
+    widget.pixel_size.setText("2")
+    viewer.layers["x probability"].data = np.full((64, 240), 1.5, np.float32)
+    run(widget, qtbot)
+    assert len(errors) == 1 and "outside 0..1" in str(errors[0])
