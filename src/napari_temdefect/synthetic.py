@@ -52,7 +52,7 @@ _DEFAULTS: dict[str, Any] = {
     "allow_overlap": False,
     "gap_px": 2,                  # minimum spacing between discrete objects
     # grains
-    "grain_size_nm": 35.0,
+    "grain_size_nm": 40.0,
     "grain_size_spread": 0.35,
     "boundary_width_px": 3.0,
     "dark_grain_fraction": 0.15,
@@ -260,63 +260,44 @@ def _grain_background(rng, shape, px, p):
     """Weighted-Voronoi polycrystal. Returns transmission, boundary mask, grain labels and the
     distance (px) of each pixel to the nearest boundary."""
     h, w = shape
-    c = max(6, int(round(p["grain_size_nm"] / px * 0.886)))  # cell with grain's area
-    gy, gx = -(-h // c), -(-w // c)
-    pad = 2
-    ny, nx = gy + 2 * pad, gx + 2 * pad
-    cy, cx = np.mgrid[0:ny, 0:nx].astype(np.float32)
-    sy = (cy - pad + rng.uniform(0.1, 0.9, (ny, nx))) * c
-    sx = (cx - pad + rng.uniform(0.1, 0.9, (ny, nx))) * c
-    # power-diagram weights: straight facets, grain sizes varying by ~``grain_size_spread``
-    weight = (rng.uniform(-1, 1, (ny, nx)) * 2 * p["grain_size_spread"] * c * c).astype(np.float32)
-
-    # pixel coordinates grouped by cell: (gy, c, gx, c); optional gentle warp of the domain
-    H, W = gy * c, gx * c
-    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
-    if p["grain_warp"] > 0:
+    c = max(6, int(round(p["grain_size_nm"] / px * 0.886)))  # cell with one grain's area
+    pad = c  # seeds beyond the border, so edge grains are cut off rather than squeezed
+    gy, gx = -(-(h + 2 * pad) // c), -(-(w + 2 * pad) // c)
+    cy, cx = np.mgrid[0:gy, 0:gx].astype(np.float32)
+    sy = (cy + rng.uniform(0.1, 0.9, (gy, gx))) * c
+    sx = (cx + rng.uniform(0.1, 0.9, (gy, gx))) * c
+    # size spread: drop some seeds (large grains), add a second seed to others (small grains)
+    spread = float(np.clip(p["grain_size_spread"], 0, 1))
+    keep = rng.random((gy, gx)) >= 0.5 * spread
+    extra = rng.random((gy, gx)) < 0.5 * spread
+    ey = (cy + rng.uniform(0.1, 0.9, (gy, gx))) * c
+    ex = (cx + rng.uniform(0.1, 0.9, (gy, gx))) * c
+    seed_y = np.concatenate([sy[keep], ey[extra]])
+    seed_x = np.concatenate([sx[keep], ex[extra]])
+    H, W = h + 2 * pad, w + 2 * pad
+    seed_y, seed_x = _lloyd_step(seed_y, seed_x, H, W, max(1, c // 8))  # equiaxed grains
+    iy = np.clip(np.round(seed_y).astype(int), 0, H - 1)
+    ix = np.clip(np.round(seed_x).astype(int), 0, W - 1)
+    seed_map = np.full((H, W), -1, np.int32)
+    seed_map[iy, ix] = np.arange(seed_y.size, dtype=np.int32)
+    # Voronoi cells: nearest seed of every pixel (exact Euclidean distance transform)
+    _, (ny_, nx_) = ndi.distance_transform_edt(seed_map < 0, return_indices=True)
+    owner_full = seed_map[ny_, nx_]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    if p["grain_warp"] > 0:  # gently curved facets
         amp = p["grain_warp"] * c
-        yy += amp * _smooth_noise(rng, (H, W), c / 2)
-        xx += amp * _smooth_noise(rng, (H, W), c / 2)
-    yb = yy.reshape(gy, c, gx, c)
-    xb = xx.reshape(gy, c, gx, c)
-    big = np.float32(1e12)
-    best = np.full(yb.shape, big, np.float32)
-    second = np.full(yb.shape, big, np.float32)
-    best_id = np.zeros(yb.shape, np.int32)
-    sec_id = np.zeros(yb.shape, np.int32)
-    ids = np.arange(ny * nx, dtype=np.int32).reshape(ny, nx)
-    val = np.empty(yb.shape, np.float32)
-    tmp = np.empty(yb.shape, np.float32)
-    for dy in range(-2, 3):
-        for dx in range(-2, 3):
-            sl = (slice(pad + dy, pad + dy + gy), slice(pad + dx, pad + dx + gx))
-            np.subtract(yb, sy[sl][:, None, :, None], out=val)
-            np.square(val, out=val)
-            np.subtract(xb, sx[sl][:, None, :, None], out=tmp)
-            np.square(tmp, out=tmp)
-            val += tmp
-            val -= weight[sl][:, None, :, None]  # power distance
-            sid = np.broadcast_to(ids[sl][:, None, :, None], yb.shape)
-            is_second = val < second
-            is_best = val < best
-            # where a new best arrives the old best becomes second
-            np.copyto(second, val, where=is_second)
-            np.copyto(sec_id, sid, where=is_second)
-            np.copyto(second, best, where=is_best)
-            np.copyto(sec_id, best_id, where=is_best)
-            np.copyto(best, val, where=is_best)
-            np.copyto(best_id, sid, where=is_best)
-
-    def unblock(a):
-        return a.reshape(H, W)[:h, :w]
-
-    b_id, s_id = unblock(best_id), unblock(sec_id)
-    sy_f, sx_f = sy.ravel(), sx.ravel()
-    sep = np.hypot(sy_f[b_id] - sy_f[s_id], sx_f[b_id] - sx_f[s_id])
-    # exact distance to the power-diagram facet between the two best seeds (warped frame)
-    dist = unblock(second - best) / np.maximum(2 * sep, 1e-3)
-    bmask = dist < p["boundary_width_px"] / 2
-    present = np.zeros(ny * nx + 1, bool)
+        wy = np.round(yy + pad + amp * _smooth_noise(rng, shape, c / 2)).astype(np.int32)
+        wx = np.round(xx + pad + amp * _smooth_noise(rng, shape, c / 2)).astype(np.int32)
+        b_id = owner_full[np.clip(wy, 0, H - 1), np.clip(wx, 0, W - 1)]
+    else:
+        b_id = owner_full[pad:pad + h, pad:pad + w]
+    # boundary centre line: one-sided label edges; distance to it by a second transform
+    edge = np.zeros(shape, bool)
+    edge[:, :-1] |= b_id[:, :-1] != b_id[:, 1:]
+    edge[:-1, :] |= b_id[:-1, :] != b_id[1:, :]
+    dist = ndi.distance_transform_edt(~edge).astype(np.float32)  # px to the nearest boundary
+    bmask = dist <= (p["boundary_width_px"] - 1) / 2
+    present = np.zeros(seed_y.size + 1, bool)
     present[b_id.ravel()] = True
     remap = np.cumsum(present).astype(np.int32)  # seed id -> consecutive grain id (1..)
     uniq = np.flatnonzero(present[:-1])
@@ -336,7 +317,6 @@ def _grain_background(rng, shape, px, p):
     base = np.where(dark, rng.uniform(0.15, 0.4, n), rng.uniform(0.55, 1.0, n)).astype(np.float32)
     gdir = rng.uniform(0, 2 * np.pi, n)
     gamp = rng.uniform(0.0, 0.5, n).astype(np.float32) / c
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     phase = (np.cos(gdir)[owner] * yy + np.sin(gdir)[owner] * xx).astype(np.float32)
     offs = rng.uniform(0, 2 * np.pi, n).astype(np.float32)
     # internal gradient (wedge thickness) + a bend contour across some grains
@@ -345,7 +325,7 @@ def _grain_background(rng, shape, px, p):
     bend_w = rng.uniform(0.12, 0.3, n).astype(np.float32) * c
     bend_pos = rng.uniform(-0.5, 0.5, n).astype(np.float32) * c
     centre = np.zeros(n, np.float32)  # seed position along each grain's bend direction
-    centre[1:] = np.cos(gdir[1:]) * sy.ravel()[uniq] + np.sin(gdir[1:]) * sx.ravel()[uniq]
+    centre[1:] = (np.cos(gdir[1:]) * (seed_y[uniq] - pad) + np.sin(gdir[1:]) * (seed_x[uniq] - pad))
     bend = np.where(has_bend[owner],
                     1 - 0.55 * _band(phase - centre[owner], bend_pos[owner], bend_w[owner]), 1)
     # dark grains: darker edges (thickness fringes) and strain mottling inside
@@ -367,6 +347,27 @@ def _grain_background(rng, shape, px, p):
     ang = rng.uniform(0, 2 * np.pi)
     trans *= 1 + p["thickness_gradient"] * (np.cos(ang) * (yy / h - 0.5) + np.sin(ang) * (xx / w - 0.5))
     return trans.astype(np.float32), bmask, glabels, dist
+
+
+def _lloyd_step(seed_y, seed_x, H, W, f):
+    """Move seeds to the centroids of their Voronoi cells (computed on a grid ``f`` times
+    coarser), which makes the grains equiaxed like annealed polycrystals."""
+    hl, wl = -(-H // f), -(-W // f)
+    iy = np.clip((seed_y / f).astype(int), 0, hl - 1)
+    ix = np.clip((seed_x / f).astype(int), 0, wl - 1)
+    seed_map = np.full((hl, wl), -1, np.int32)
+    seed_map[iy, ix] = np.arange(seed_y.size, dtype=np.int32)
+    _, (ny_, nx_) = ndi.distance_transform_edt(seed_map < 0, return_indices=True)
+    owner = seed_map[ny_, nx_].ravel()
+    count = np.bincount(owner, minlength=seed_y.size)
+    yy, xx = np.indices((hl, wl))
+    cy = np.bincount(owner, weights=yy.ravel(), minlength=seed_y.size)
+    cx = np.bincount(owner, weights=xx.ravel(), minlength=seed_y.size)
+    ok = count > 0
+    new_y, new_x = seed_y.copy(), seed_x.copy()
+    new_y[ok] = (cy[ok] / count[ok] + 0.5) * f
+    new_x[ok] = (cx[ok] / count[ok] + 0.5) * f
+    return new_y, new_x
 
 
 def _grain_objects(glabels, px) -> list[dict]:
