@@ -19,7 +19,8 @@ from ..errors import CancelledError, TemDefectError
 from ..preprocess import apply_normalization, as_2d_image
 from ..preprocess import normalization_stats as _image_stats
 from .confidence import combine, entropy_confidence
-from .tiling import AUTO_SETTINGS, WINDOWS, extract_tile, plan_tiles, required_multiple, resolve_overlap
+from .tiling import (AUTO_SETTINGS, WINDOWS, extract_tile, plan_tiles, required_multiple,
+                     resolve_overlap)
 
 _FINISH_ROWS = 1024  # rows per chunk when computing confidence and mask at the end
 
@@ -185,7 +186,8 @@ def predict(model, image, *, tile=None, overlap=None, tta=False, threshold=0.5, 
     if not 0.0 < threshold < 1.0:
         raise TemDefectError(f"Threshold {threshold} is outside (0, 1); use e.g. 0.5.")
     if window not in WINDOWS:
-        raise TemDefectError(f"Unknown blending window {window!r}; use one of {', '.join(WINDOWS)}.")
+        raise TemDefectError(
+            f"Unknown blending window {window!r}; use one of {', '.join(WINDOWS)}.")
     dev = resolve_device(device)
     model = _resolve_model(model, dev)
     spec = model.spec
@@ -193,8 +195,8 @@ def predict(model, image, *, tile=None, overlap=None, tta=False, threshold=0.5, 
 
     auto_tile, auto_overlap, auto_batch = AUTO_SETTINGS.get(dev.type, AUTO_SETTINGS["cpu"])
     tile_max = auto_tile if tile in (None, 0, "auto") else int(tile)
-    if tile_max < 16:
-        raise TemDefectError(f"Tile size {tile_max} px is too small; use at least 64 px (or auto).")
+    if tile_max < 32:
+        raise TemDefectError(f"Tile size {tile_max} px is too small; use at least 32 px (or auto).")
     ov = auto_overlap if overlap in (None, "auto") else resolve_overlap(overlap, tile_max)
     plan = plan_tiles(image.shape, tile_max, ov, required_multiple(spec), window)
     th, tw = plan.tile_shape
@@ -205,7 +207,8 @@ def predict(model, image, *, tile=None, overlap=None, tta=False, threshold=0.5, 
         offset, scale = (float(v) for v in normalization_stats)
         if not np.isfinite(offset) or not np.isfinite(scale) or scale <= 0:
             raise TemDefectError(
-                f"normalization_stats {normalization_stats!r} are invalid; give (offset, scale > 0)."
+                f"normalization_stats {normalization_stats!r} are invalid; "
+                "give (offset, scale > 0)."
             )
 
     if dev.type == "cuda" and batch_size is None:

@@ -134,8 +134,9 @@ class InferenceWidget(QWidget):
         self.tile_spin.setSingleStep(64)
         self.tile_spin.setSpecialValueText("auto")
         self.tile_spin.setSuffix(" px")
-        self.tile_spin.setToolTip("Largest tile side (auto: 1024 px; rounded up to a multiple "
-                                  "the network needs). Smaller tiles use less memory.")
+        self.tile_spin.setToolTip("Largest tile side (auto: 1536 px on CPU, 1024 px on GPU; "
+                                  "rounded up to the multiple the network needs). Smaller "
+                                  "tiles use less memory.")
         form.addRow("Tile size", self.tile_spin)
 
         self.overlap_spin = QSpinBox()
