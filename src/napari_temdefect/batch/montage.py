@@ -24,8 +24,9 @@ in ``MontageReport.truncated`` and logged; raise ``halo`` if there are any.
 Lines and grains span whole regions of a montage and are not quantified block-wise: for those
 kinds the zarr outputs are written and the image is reported as failed with that reason.
 
-The outputs open lazily in napari: ``viewer.open("…/probability.zarr")`` or
-``viewer.add_image(dask.array.from_zarr("…/mask.zarr"), scale=(px, px))``.
+The outputs open lazily in napari: :func:`lazy_layers` gives calibrated layer-data tuples, or
+``viewer.add_labels(dask.array.from_zarr("…_mask.zarr"), scale=(px, px))`` by hand
+(``viewer.open("…_mask.zarr", plugin="napari")`` also works, without the pixel size).
 """
 
 from __future__ import annotations
@@ -390,3 +391,48 @@ class _EqualsView:
 
     def __getitem__(self, key):
         return np.asarray(self.arr[key]) == self.value
+
+
+def lazy_layers(folder, name: str | None = None) -> list[tuple]:
+    """napari layer-data tuples ``(dask array, kwargs, layer type)`` for a montage's outputs.
+
+    Nothing is read but the zarr metadata; napari loads the chunks it displays. Use::
+
+        for data, kwargs, kind in lazy_layers("out/images/montage"):
+            getattr(viewer, f"add_{kind}")(data, **kwargs)
+    """
+    import dask.array as da
+    import zarr
+
+    folder = Path(folder)
+    prefix = f"{name}_" if name else ""
+    if not name:
+        found = sorted(folder.glob("*mask.zarr"))
+        if not found:
+            raise TemDefectError(f"No *mask.zarr in {folder}; give the folder of one montage's "
+                                 "outputs (out/images/<name>).")
+        prefix = found[0].name[: -len("mask.zarr")]
+    layers = []
+    for part, kind in (("probability", "image"), ("confidence", "image"), ("mask", "labels")):
+        path = folder / f"{prefix}{part}.zarr"
+        if not path.exists():
+            continue
+        node = zarr.open_array(str(path), mode="r")
+        px = node.attrs.get("pixel_size_nm")
+        scale = (px, px) if px else (1.0, 1.0)
+        data = da.from_zarr(node)
+        kwargs = {"name": f"{prefix}{part}", "scale": scale}
+        if part == "probability":
+            classes = node.attrs.get("classes") or []
+            data = data[0] if data.shape[0] == 1 else data
+            kwargs.update(contrast_limits=(0.0, 1.0), blending="additive")
+            if data.ndim == 3:  # one layer per class
+                kwargs.update(channel_axis=0, name=[f"{prefix}p_{c}" for c in classes])
+            else:
+                kwargs["colormap"] = "magma"
+        elif part == "confidence":
+            kwargs.update(colormap="gray", contrast_limits=(0.0, 1.0), visible=False)
+        else:
+            kwargs.update(opacity=0.5)
+        layers.append((data, kwargs, kind))
+    return layers
