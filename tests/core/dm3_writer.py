@@ -1,4 +1,4 @@
-"""A minimal Gatan DigitalMicrograph 3 (.dm3) writer, for tests only.
+"""A minimal Gatan DigitalMicrograph 3/4 (.dm3/.dm4) writer, for tests only.
 
 rosettasciio reads DM3 but writes none, so the reader tests make their own files. Layout (as
 documented by C. Boothroyd and implemented by rosettasciio's reader): a big-endian header
@@ -6,7 +6,8 @@ documented by C. Boothroyd and implemented by rosettasciio's reader): a big-endi
 data tags. A data tag is ``%%%%``, the length of its type description and the type description
 (all big-endian), then the value in the file's byte order. The image sits in
 ``ImageList/<group>/ImageData`` with ``Data``, ``DataType``, ``Dimensions`` (x first) and
-``Calibrations/Dimension`` (Origin, Scale, Units per axis, x first).
+``Calibrations/Dimension`` (Origin, Scale, Units per axis, x first). DM4 differs only in using
+8-byte counts and lengths, and an 8-byte byte count after every tag name.
 """
 
 from __future__ import annotations
@@ -32,37 +33,47 @@ def _header(name: str) -> bytes:
     return struct.pack(">H", len(raw)) + raw
 
 
-def _data_tag(name: str, value) -> bytes:
-    out = b"\x15" + _header(name) + b"%%%%"
+def _counts(version: int, *values: int) -> bytes:
+    return struct.pack(">" + ("Q" if version == 4 else "I") * len(values), *values)
+
+
+def _data_tag(name: str, value, version: int) -> bytes:
     if isinstance(value, str):  # strings are arrays of uint16 characters
         chars = np.array([ord(c) for c in value], dtype="<u2")
-        return out + struct.pack(">IIII", 3, 20, 4, len(chars)) + chars.tobytes()
-    if isinstance(value, np.ndarray):
+        body = _counts(version, 3, 20, 4, len(chars)) + chars.tobytes()
+    elif isinstance(value, np.ndarray):
         _, eltype = _DATATYPE[value.dtype]
         flat = np.ascontiguousarray(value).ravel().astype(value.dtype.newbyteorder("<"))
-        return out + struct.pack(">IIII", 3, 20, eltype, flat.size) + flat.tobytes()
-    if isinstance(value, bool):
-        return out + struct.pack(">II", 1, 8) + struct.pack("<?", value)
-    if isinstance(value, int):
-        return out + struct.pack(">II", 1, 3) + struct.pack("<i", value)
-    if isinstance(value, float):
-        return out + struct.pack(">II", 1, 7) + struct.pack("<d", value)
-    raise TypeError(f"cannot encode {type(value)}")
+        body = _counts(version, 3, 20, eltype, flat.size) + flat.tobytes()
+    elif isinstance(value, bool):
+        body = _counts(version, 1, 8) + struct.pack("<?", value)
+    elif isinstance(value, int):
+        body = _counts(version, 1, 3) + struct.pack("<i", value)
+    elif isinstance(value, float):
+        body = _counts(version, 1, 7) + struct.pack("<d", value)
+    else:
+        raise TypeError(f"cannot encode {type(value)}")
+    body = b"%%%%" + body
+    size = struct.pack(">Q", len(body)) if version == 4 else b""
+    return b"\x15" + _header(name) + size + body
 
 
-def _group_body(group: _Group) -> bytes:
-    out = struct.pack(">BBI", 0, 1, len(group))
+def _group_body(group: _Group, version: int) -> bytes:
+    out = struct.pack(">BB", 0, 1) + _counts(version, len(group))
     for name, value in group:
         if isinstance(value, _Group):
-            out += b"\x14" + _header(name) + _group_body(value)
+            inner = _group_body(value, version)
+            size = struct.pack(">Q", len(inner)) if version == 4 else b""
+            out += b"\x14" + _header(name) + size + inner
         else:
-            out += _data_tag(name, value)
+            out += _data_tag(name, value, version)
     return out
 
 
 def write_dm3(path, image: np.ndarray, scale: float = 1.0, units: str = "",
-              name: str = "test image", voltage_v: float = 200_000.0) -> None:
-    """Write ``image`` (2D, or 3D frames-first) with the same ``scale`` and ``units`` on x and y."""
+              name: str = "test image", voltage_v: float = 200_000.0, version: int = 3) -> None:
+    """Write ``image`` (2D, or 3D frames-first) with the same ``scale`` and ``units`` on x and y;
+    ``version=4`` writes a .dm4 layout."""
     image = np.asarray(image)
     if image.dtype not in _DATATYPE:
         raise TypeError(f"unsupported dtype {image.dtype}")
@@ -94,6 +105,7 @@ def write_dm3(path, image: np.ndarray, scale: float = 1.0, units: str = "",
                                            ("ImageTags", image_tags),
                                            ("Name", name)]))])),
     ])
-    body = _group_body(root)
+    body = _group_body(root, version)
     with open(path, "wb") as fh:
-        fh.write(struct.pack(">III", 3, len(body) + 12 - 16, 1) + body + b"\x00" * 8)
+        fh.write(struct.pack(">I", version) + _counts(version, len(body))
+                 + struct.pack(">I", 1) + body + b"\x00" * 8)

@@ -259,6 +259,14 @@ def test_dm3_units_convert(tmp_path, rng, units, scale, nm):
         assert _layer(path)[1]["scale"] == pytest.approx((1.0, nm, nm))
 
 
+def test_dm4_round_trip(tmp_path, image):
+    path = tmp_path / "gatan.dm4"
+    write_dm3(path, image.astype(np.float32), scale=2.5, units="Å", version=4)
+    m = read_image(path)
+    assert np.array_equal(m.data, image.astype(np.float32)) and m.metadata["format"] == "DM4"
+    assert m.pixel_size_nm == pytest.approx(0.25)
+
+
 def test_ser_round_trip(tmp_path, image):
     path = tmp_path / "tia_1.ser"
     write_ser(path, image, pixel_size_m=0.4e-9)
