@@ -301,12 +301,10 @@ def _read_rsciio(path: Path):
     else:
         from rsciio.tia import file_reader
     signals = file_reader(str(path), lazy=False)
-    chosen = None
-    for sig in signals:
-        data = sig["data"]
-        if data.dtype.names or np.ndim(data) >= 2:
-            chosen = sig
-            break
+    images = [sig for sig in signals if _is_image_signal(sig)]
+    # grey images before RGB ones (DM thumbnails, overlays), in file order otherwise
+    images.sort(key=lambda sig: bool(np.asarray(sig["data"]).dtype.names))
+    chosen = images[0] if images else None
     if chosen is None:
         raise TemDefectError(
             f"{path.name} holds no image (only spectra or single values); "
@@ -341,6 +339,21 @@ def _read_rsciio(path: Path):
 
 # --------------------------------------------------------------------------------------------
 # helpers
+
+
+def _is_image_signal(sig: dict) -> bool:
+    """True for an image or image stack: two spatial signal axes (not a spectrum/spectrum image)."""
+    data = sig.get("data")
+    if data is None or (np.ndim(data) < 2 and not getattr(data, "dtype", np.dtype(float)).names):
+        return False
+    axes = sorted(sig.get("axes") or [], key=lambda a: a.get("index_in_array", 0))
+    if len(axes) >= 2:
+        last_two = axes[-2:]
+        if any(a.get("navigate") is True for a in last_two):
+            return False  # e.g. a spectrum image: the last axes are navigation axes
+        if any(str(a.get("units") or "").strip().lower() in ("ev", "kev") for a in last_two):
+            return False
+    return True
 
 
 def _to_image_array(data, meta: dict, name: str) -> np.ndarray:

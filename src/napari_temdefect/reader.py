@@ -18,28 +18,31 @@ log = logging.getLogger(__name__)
 
 
 def napari_get_reader(path):
-    """Return a reader function for ``path``, or None if this plugin cannot open it."""
-    if isinstance(path, (list, tuple)):
-        if len(path) != 1:
+    """Return a reader function for ``path`` (one path or a list of them, one layer each), or
+    None if this plugin cannot open every one of them."""
+    paths = list(path) if isinstance(path, (list, tuple)) else [path]
+    if not paths:
+        return None
+    for p in paths:
+        if not isinstance(p, (str, os.PathLike)):
             return None
-        path = path[0]
-    if not isinstance(path, (str, os.PathLike)):
-        return None
-    p = Path(path)
-    if p.suffix.lower() not in SUPPORTED_EXTENSIONS or not p.is_file():
-        return None
+        p = Path(p)
+        if p.suffix.lower() not in SUPPORTED_EXTENSIONS or not p.is_file():
+            return None
     return _read
 
 
 def _read(path):
-    if isinstance(path, (list, tuple)):
-        path = path[0]
-    try:
-        micrograph = read_image(path)
-    except TemDefectError as exc:
-        log.warning("napari-temdefect could not read %s: %s", path, exc)
-        return None
-    return [layer_data(micrograph)]
+    """Layers for ``path`` (or a list of paths); None if any file cannot be read."""
+    paths = list(path) if isinstance(path, (list, tuple)) else [path]
+    layers = []
+    for p in paths:
+        try:
+            layers.append(layer_data(read_image(p)))
+        except TemDefectError as exc:
+            log.warning("napari-temdefect could not read %s: %s", p, exc)
+            return None
+    return layers
 
 
 def layer_metadata(micrograph: Micrograph, source: str | None = None) -> dict:

@@ -285,6 +285,47 @@ def test_emd_round_trip(tmp_path, image):
     assert np.array_equal(m.data, image) and m.pixel_size_nm == pytest.approx(3.0)
 
 
+def test_hand_made_berkeley_emd_with_a_spectrum_opens_the_image(tmp_path, image):
+    import h5py
+
+    path = tmp_path / "ncem.emd"
+    with h5py.File(path, "w") as f:  # Berkeley EMD 0.2: data stored x-first, dims as arrays
+        f.attrs["version_major"], f.attrs["version_minor"] = 0, 2
+        data = f.create_group("data")
+        data.attrs["emd_group_type"] = 1
+        spec = data.create_group("a_spectrum")
+        spec.attrs["emd_group_type"] = 1
+        spec.create_dataset("data", data=np.arange(512, dtype=np.float32))
+        d = spec.create_dataset("dim1", data=np.arange(512) * 0.5)
+        d.attrs["name"], d.attrs["units"] = "Energy", "[eV]"
+        img = data.create_group("image")
+        img.attrs["emd_group_type"] = 1
+        img.create_dataset("data", data=image.T)
+        for k, (name, n) in enumerate((("x", image.shape[1]), ("y", image.shape[0])), start=1):
+            d = img.create_dataset(f"dim{k}", data=np.arange(n) * 0.2)
+            d.attrs["name"], d.attrs["units"] = name, "[nm]"
+    m = read_image(path)
+    assert np.array_equal(m.data, image) and m.pixel_size_nm == pytest.approx(0.2)
+    assert any("2 datasets" in n for n in m.metadata["notes"])
+
+
+def test_spectra_and_spectrum_images_are_not_taken_for_images():
+    from napari_temdefect.io import _is_image_signal
+
+    def axis(nav, units="nm", i=0):
+        return {"navigate": nav, "units": units, "index_in_array": i}
+
+    image = {"data": np.zeros((8, 8)), "axes": [axis(False, i=0), axis(False, i=1)]}
+    stack = {"data": np.zeros((3, 8, 8)),
+             "axes": [axis(True, "s", 0), axis(False, i=1), axis(False, i=2)]}
+    spectrum_image = {"data": np.zeros((8, 8, 100)),
+                      "axes": [axis(True, i=0), axis(True, i=1), axis(False, "eV", 2)]}
+    eels_lines = {"data": np.zeros((8, 100)), "axes": [axis(False, i=0), axis(False, "eV", 1)]}
+    assert _is_image_signal(image) and _is_image_signal(stack)
+    assert not _is_image_signal(spectrum_image) and not _is_image_signal(eels_lines)
+    assert not _is_image_signal({"data": np.zeros(100), "axes": [axis(False, "eV")]})
+
+
 # ---------------------------------------------------------------- errors and the reader hook
 
 
@@ -329,8 +370,11 @@ def test_reader_hook_declines_what_it_cannot_open(tmp_path, image):
     assert napari_get_reader(str(tmp_path)) is None
     a = write_tiff(tmp_path / "a.tif", image)
     b = write_tiff(tmp_path / "b.tif", image)
-    assert napari_get_reader([str(a), str(b)]) is None
-    assert napari_get_reader([str(a)]) is not None
+    assert napari_get_reader([str(a), str(tmp_path / "table.csv")]) is None
+    assert napari_get_reader([]) is None
+    assert len(napari_get_reader([str(a)])([str(a)])) == 1
+    both = napari_get_reader([str(a), str(b)])([str(a), str(b)])
+    assert [layer[1]["name"] for layer in both] == ["a", "b"]
 
 
 def test_reader_layer_for_uncalibrated_and_stack(tmp_path, image):
