@@ -146,19 +146,30 @@ def read_image(path: str | os.PathLike) -> Micrograph:
     meta.setdefault("notes", [])
     meta["format"] = fmt
     data = _to_image_array(data, meta, path.name)
+    try:
+        scale = float(scale) if scale is not None else None
+    except (TypeError, ValueError):
+        meta["notes"].append(f"ignored a pixel size that is not a number: {scale!r}")
+        scale = None
     pixel_nm = to_nm_per_px(scale, unit) if scale is not None else None
     if pixel_nm is None and scale is not None and unit_to_nm(unit) is not None:
-        meta["notes"].append(
-            f"ignored a calibration of {scale:g} {unit}/px (a screen or print resolution, "
-            "not a microscope pixel size)"
-        )
+        if scale > 0 and math.isfinite(scale):
+            meta["notes"].append(
+                f"ignored a calibration of {scale:g} {unit}/px (a screen or print resolution, "
+                "not a microscope pixel size)"
+            )
+        else:
+            meta["notes"].append(f"ignored a pixel size of {scale:g} {unit} (not positive)")
+    name = path.name[: -len(path.suffix)] if path.suffix else path.name
+    if name.lower().endswith(".ome"):
+        name = name[:-4]
     return Micrograph(
         data=data,
         pixel_size_nm=pixel_nm,
-        unit_original=unit if unit else None,
-        scale_original=float(scale) if scale is not None else None,
+        unit_original=str(unit) if unit else None,
+        scale_original=scale,
         metadata=meta,
-        name=path.stem,
+        name=name,
         path=str(path),
     )
 

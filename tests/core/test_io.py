@@ -123,7 +123,7 @@ def test_ome_tiff_physical_size(tmp_path, image, unit, size, nm):
     tifffile.imwrite(path, image, ome=True, metadata=meta)
     m = read_image(path)
     assert m.pixel_size_nm == pytest.approx(nm)
-    assert "ome" in m.metadata["original"]
+    assert "ome" in m.metadata["original"] and m.name == "img"
 
 
 def test_plain_resolution_tags_in_cm_and_inch(tmp_path, image):
@@ -244,7 +244,8 @@ def test_dm3_quarter_nm_opens_with_scale_quarter(tmp_path, image):
 
 
 @pytest.mark.parametrize("units, scale, nm", [("µm", 0.0015, 1.5), ("Å", 2.0, 0.2),
-                                              ("", 1.0, None), ("1/nm", 0.01, None)])
+                                              ("", 1.0, None), ("1/nm", 0.01, None),
+                                              ("nm", 0.0, None)])
 def test_dm3_units_convert(tmp_path, rng, units, scale, nm):
     data = rng.normal(size=(3, 32, 24)).astype(np.float32)
     path = tmp_path / "s.dm3"
