@@ -265,8 +265,11 @@ def _read_tiff(path: Path):
 def _read_raster(path: Path):
     import imageio.v3 as iio
 
-    data = iio.imread(path, plugin="pillow")
-    meta: dict[str, Any] = {"notes": [], "channels_last": data.ndim == 3}
+    meta: dict[str, Any] = {"notes": []}
+    data = _palette_indices(path, meta)
+    if data is None:
+        data = iio.imread(path, plugin="pillow")
+    meta["channels_last"] = data.ndim == 3
     original: dict[str, Any] = {}
     scale = unit = None
     try:
@@ -283,6 +286,23 @@ def _read_raster(path: Path):
     if data.ndim == 4:  # animated PNG: frames of RGB(A)
         meta["channels_last"] = True
     return data, scale, unit, meta
+
+
+def _palette_indices(path: Path, meta: dict):
+    """Indexed-colour PNGs with a colour palette are label maps (VOC, labelme...): return the
+    indices. Grey palettes return None and are read as grey images."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        if im.mode != "P" or getattr(im, "n_frames", 1) > 1:
+            return None
+        palette = np.asarray(im.getpalette() or [], dtype=np.int32)
+        rgb = palette[: palette.size // 3 * 3].reshape(-1, 3)
+        if rgb.size and (rgb == rgb[:, :1]).all():
+            return None
+        meta["notes"].append("indexed-colour image with a colour palette: kept the indices "
+                             "(label map)")
+        return np.asarray(im)
 
 
 def _read_mrc(path: Path):

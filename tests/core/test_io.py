@@ -194,6 +194,22 @@ def test_true_colour_becomes_luminance_with_a_note(tmp_path):
     assert any("luminance" in n for n in m.metadata["notes"])
 
 
+def test_colour_palette_png_keeps_label_indices(tmp_path):
+    from PIL import Image
+
+    labels = np.zeros((24, 24), np.uint8)
+    labels[2:8, 2:8], labels[12:20, 10:22] = 1, 2
+    im = Image.fromarray(labels, mode="P")
+    im.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0] + [0] * (253 * 3))  # VOC-style colours
+    im.save(tmp_path / "voc.png")
+    m = read_image(tmp_path / "voc.png")
+    assert m.data.dtype == np.uint8 and np.array_equal(m.data, labels)
+    grey = Image.fromarray(labels * 100, mode="P")
+    grey.putpalette([v for i in range(256) for v in (i, i, i)])
+    grey.save(tmp_path / "grey.png")
+    assert np.array_equal(read_image(tmp_path / "grey.png").data, labels * 100)
+
+
 def test_real_bubble_jpeg_opens_as_grey_uncalibrated(shared_data):
     path = next((shared_data / "he_bubbles" / "images").glob("*.jpg"))
     m = read_image(path)
