@@ -245,3 +245,12 @@ def test_given_normalization_stats_are_used(rng):
     assert np.abs(other.probability - own.probability).max() > 0.01
     with pytest.raises(TemDefectError, match="normalization_stats"):
         predict(model, img, device="cpu", normalization_stats=(0.0, 0.0))
+
+
+def test_model_given_by_name_or_path(tmp_path, tiny_checkpoint, rng):
+    img = rng.integers(0, 255, (64, 64), dtype=np.uint8)
+    assert predict(str(tiny_checkpoint), img, device="cpu").mask.shape == (64, 64)
+    with pytest.raises(TemDefectError, match="Unknown model 'no-such-model'"):
+        predict("no-such-model", img, device="cpu")
+    with pytest.raises(TemDefectError, match="needs a model"):
+        predict(object(), img, device="cpu")
