@@ -44,10 +44,12 @@ def small_checkpoint(folder: Path) -> Path:
 def synthetic(seed: int, shape, n_disks: int = 40) -> np.ndarray:
     rng = np.random.default_rng(seed)
     img = rng.normal(1000, 60, shape).astype(np.float32)
-    yy, xx = np.ogrid[: shape[0], : shape[1]]
-    for _ in range(n_disks):
-        cy, cx, r = rng.integers(0, shape[0]), rng.integers(0, shape[1]), rng.integers(3, 12)
-        img[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] += 400
+    for _ in range(n_disks):  # each disk drawn in its own small window
+        cy, cx, r = rng.integers(0, shape[0]), rng.integers(0, shape[1]), int(rng.integers(3, 12))
+        y0, x0 = max(0, cy - r), max(0, cx - r)
+        yy, xx = np.ogrid[y0:min(shape[0], cy + r + 1), x0:min(shape[1], cx + r + 1)]
+        img[y0:y0 + yy.shape[0], x0:x0 + xx.shape[1]] += 400 * (
+            (yy - cy) ** 2 + (xx - cx) ** 2 < r * r)
     return img.astype(np.uint16)
 
 

@@ -15,9 +15,10 @@ Layout of the output folder (``out``)::
 
 Resuming: ``done.json`` is written last, atomically, and records the input file's size and
 modification time and the settings; an image with a valid ``done.json`` is skipped unless
-``overwrite``. An image interrupted half-way has no ``done.json`` and is redone. ``summary.csv``
-and ``objects.csv`` grow as results arrive and are rebuilt in input order at the end of every run
-from the per-image files, so they always cover the whole batch, done now or earlier.
+``overwrite``. An image interrupted half-way has no ``done.json`` and is redone. While a run goes
+on, rows are appended to ``summary.partial.csv`` and ``objects.partial.csv`` as images finish;
+at the end ``summary.csv`` and ``objects.csv`` are rebuilt in input order from the per-image
+files, so they always cover the whole batch, done now or earlier (and equal a serial run's).
 
 A file that fails (unreadable, wrong shape, …) is logged with its reason and the batch goes on;
 :attr:`BatchResult.ok` is False and the CLI exits with status 1.
@@ -336,14 +337,15 @@ def _process_in_memory(path: Path, name: str, model, settings: BatchSettings, fo
 # ----------------------------------------------------------------------------- batch tables
 
 class _LiveCsv:
-    """A CSV that grows as results arrive (its header is the first table's columns)."""
+    """``<stem>.partial.csv``: grows as results arrive (header: the first table's columns).
+
+    Removed once the final CSV has been rebuilt; left behind only if the run was killed.
+    """
 
     def __init__(self, path: Path):
-        self.path = Path(path)
+        self.path = Path(path).with_name(Path(path).stem + ".partial.csv")
         self.columns = None
-        tmp = self.path.with_name(f".{self.path.name}.live")
-        self._file = open(tmp, "w", encoding="utf-8", newline="")
-        self._tmp = tmp
+        self._file = open(self.path, "w", encoding="utf-8", newline="")
 
     def append(self, df) -> None:
         if df is None:
@@ -358,7 +360,9 @@ class _LiveCsv:
 
     def close(self) -> None:
         self._file.close()
-        self._tmp.unlink(missing_ok=True)
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
 
 
 def _quote(text: str) -> str:
@@ -487,6 +491,8 @@ def run_batch(inputs, out_dir, settings: BatchSettings, *, scheduler=None, recur
         summary_live.close()
         objects_live.close()
         _finish(result, list(zip(found.paths, names)), out_dir, key)
+        summary_live.remove()
+        objects_live.remove()
     result.seconds = time.perf_counter() - start
     return result
 
