@@ -172,12 +172,15 @@ class QuantifyWidget(QWidget):
         self.table.setSortingEnabled(True)
         self.table.setSelectionBehavior(QTableView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QTableView.SelectionMode.SingleSelection)
+        self.table.verticalHeader().setDefaultSectionSize(22)
         self.table.clicked.connect(lambda index: self.select_row(index.row()))
         self.tabs.addTab(self.table, "Objects")
         self.summary_model = DataFrameModel()
         self.summary_table = QTableView()
         self.summary_table.setModel(self.summary_model)
         self.summary_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.summary_table.verticalHeader().setVisible(False)
+        self.summary_table.verticalHeader().setDefaultSectionSize(22)
         self.tabs.addTab(self.summary_table, "Summary")
         self.tabs.addTab(self._make_histogram(), "Histogram")
         layout.addWidget(self.tabs, stretch=1)
@@ -238,7 +241,9 @@ class QuantifyWidget(QWidget):
     def _on_layer_changed(self, name):
         if not name or name not in self.viewer.layers:
             return
-        px = layer_pixel_size(self.viewer.layers[name])
+        layer = self.viewer.layers[name]
+        self.threshold.setEnabled(layer._type_string == "image")  # probability maps only
+        px = layer_pixel_size(layer)
         self.pixel_size.setText("" if px is None else f"{px:g}")
 
     def _on_kind_changed(self, kind):
@@ -374,6 +379,8 @@ class QuantifyWidget(QWidget):
         target.features = features
         self.result_layer = target
         self.objects_model.set_frame(result.objects)
+        for i, column in enumerate(result.objects.columns):  # the same in every row
+            self.table.setColumnHidden(i, column in _NOT_FEATURES)
         self.table.resizeColumnsToContents()
         summary = result.summary
         if comparison is not None:
@@ -382,8 +389,9 @@ class QuantifyWidget(QWidget):
             set_layer(self.viewer, f"{image_name_of(layer.name)} confusion", comparison.overlay,
                       "image", rgb=True, opacity=0.6, **geo)
         self._summary_frame = summary
-        self.summary_model.set_frame(summary.T.reset_index().set_axis(["measure", "value"],
-                                                                      axis=1))
+        shown = summary.T.reset_index().set_axis(["measure", "value"], axis=1)
+        shown = shown[shown["value"].notna()]  # measures of other kinds stay in the CSV only
+        self.summary_model.set_frame(shown.reset_index(drop=True))
         self._draw_histogram()
         self.export_button.setEnabled(True)
         unit = "nm" if result.calibrated else "px (uncalibrated)"
