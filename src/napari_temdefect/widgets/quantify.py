@@ -264,7 +264,7 @@ class QuantifyWidget(QWidget):
             raise TemDefectError("No labels or probability layer to measure; run Inference or "
                                  "open a mask first.")
         layer = self.viewer.layers[name]
-        data = np.asarray(layer.data)
+        data = np.array(layer.data)  # a copy: painting during the run must not race with it
         if data.ndim != 2:
             raise TemDefectError(f"{name!r} has {data.ndim} dimensions; quantify one 2D image "
                                  "(pick a single frame first).")
