@@ -142,3 +142,19 @@ def test_lines_probability_layer_and_bad_input(make_napari_viewer, qtbot, monkey
     viewer.layers["x probability"].data = np.full((64, 240), 1.5, np.float32)
     run(widget, qtbot)
     assert len(errors) == 1 and "outside 0..1" in str(errors[0])
+
+
+def test_kind_is_preset_from_the_layer_classes(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    b = np.zeros((128, 128), np.uint8)
+    b[:, 63:65] = b[63:65, :] = 1  # a cross of boundaries: four grains
+    viewer.add_labels(b, name="g defects", scale=(0.5, 0.5),
+                      metadata={"temdefect": {"classes": ["boundary"]}})
+    widget = QuantifyWidget(viewer)
+    qtbot.addWidget(widget)
+    assert widget.kind_combo.currentText() == "grains"
+    assert widget.min_size.value() == 20
+    run(widget, qtbot)
+    s = widget.result.summary.iloc[0]
+    assert s["grain_count_including_border"] == 4 and s["grain_count"] == 0
+    assert "g grains" in viewer.layers

@@ -1,7 +1,8 @@
 """Quantification dock widget: object table, summary, size histogram and CSV export.
 
 Input: a Labels layer (instances or a mask, e.g. ``<image> defects``) or an Image layer holding
-a probability map. The pixel size is pre-filled from the layer (its ``scale`` or
+a probability map. The kind is preset from the classes recorded on the layer (``boundary`` →
+grains, ``dislocation`` → lines, others → blobs) until the user picks one. The pixel size is pre-filled from the layer (its ``scale`` or
 ``metadata["pixel_size_nm"]``); an empty field means uncalibrated and results in pixels.
 The core is :func:`napari_temdefect.quantify.quantify`, run in a ``thread_worker``.
 
@@ -47,6 +48,20 @@ def image_name_of(layer_name: str) -> str:
         if layer_name.endswith(suffix) and len(layer_name) > len(suffix):
             return layer_name[: -len(suffix)]
     return layer_name
+
+
+def guess_kind(layer) -> str | None:
+    """The kind that fits the classes recorded on a layer (Inference, sample data), if any."""
+    meta = getattr(layer, "metadata", {}) or {}
+    classes = (meta.get("temdefect") or {}).get("classes") or meta.get("classes") or []
+    names = " ".join(str(c).lower() for c in classes)
+    if not names:
+        return None
+    if "boundar" in names or "grain" in names:
+        return "grains"
+    if "disloc" in names or "line" in names:
+        return "lines"
+    return "blobs"
 
 
 def viewer_camera(viewer):
@@ -112,6 +127,7 @@ class QuantifyWidget(QWidget):
         self.comparison = None      # compare.Comparison or None
         self.result_layer = None    # Labels layer holding result.labels and the features
         self._min_size_touched = False
+        self._kind_touched = False  # the user picked a kind: stop guessing it from the layer
 
         layout = QVBoxLayout(self)
         form = QFormLayout()
@@ -189,6 +205,7 @@ class QuantifyWidget(QWidget):
         self.export_button.clicked.connect(lambda: self.export_csv())
         self.layer_combo.currentTextChanged.connect(self._on_layer_changed)
         self.kind_combo.currentTextChanged.connect(self._on_kind_changed)
+        self.kind_combo.activated.connect(lambda _i: setattr(self, "_kind_touched", True))
         for event in ("inserted", "removed", "reordered"):
             getattr(napari_viewer.layers.events, event).connect(self._refresh_layers)
         self._refresh_layers()
@@ -243,6 +260,12 @@ class QuantifyWidget(QWidget):
             return
         layer = self.viewer.layers[name]
         self.threshold.setEnabled(layer._type_string == "image")  # probability maps only
+        kind = guess_kind(layer)
+        if kind is not None and not self._kind_touched:
+            self.kind_combo.blockSignals(True)
+            self.kind_combo.setCurrentText(kind)
+            self.kind_combo.blockSignals(False)
+            self._on_kind_changed(kind)
         px = layer_pixel_size(layer)
         self.pixel_size.setText("" if px is None else f"{px:g}")
 
