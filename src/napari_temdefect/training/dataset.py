@@ -342,8 +342,8 @@ def _val_tiles(fg, valid, patch, fraction, rng):
     if fraction <= 0:
         return []
     h, w = fg.shape
-    tile = patch
-    while tile > 32 and (h // tile) * (w // tile) < 4:
+    tile = patch  # a multiple of 32, so that every network accepts the validation tiles
+    while tile % 64 == 0 and (h // tile) * (w // tile) < 4:
         tile //= 2
     ny, nx = h // tile, w // tile
     n = ny * nx

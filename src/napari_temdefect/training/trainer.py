@@ -226,7 +226,8 @@ def _run(model, tset: TrainingSet, config: TrainConfig, progress, cancel, kind: 
     device = resolve_device(config.device) if config.device is not None else orig_device
     before = {k: v.detach().to("cpu").clone() for k, v in module.state_dict().items()}
     try:
-        with torch.random.fork_rng(devices=[] if device.type != "cuda" else [device]):
+        cuda = [device.index or 0] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
             torch.manual_seed(int(config.seed))
             module.to(device)
             result = _loop(model, tset, config, progress, cancel, device, kind)
@@ -274,6 +275,9 @@ def _loop(model, tset, config, progress, cancel, device, kind):
         max(5, total_steps // 20) if total_steps else 25)
     higher_better = config.monitor == "val_f1"
 
+    pos_weight = None if config.pos_weight is None else torch.tensor(float(config.pos_weight),
+                                                                     device=device)
+
     def to_input(images):
         x = torch.from_numpy(np.stack(images)[:, None].astype(np.float32))
         return (x.repeat(1, in_ch, 1, 1) if in_ch > 1 else x).to(device)
@@ -288,9 +292,8 @@ def _loop(model, tset, config, progress, cancel, device, kind):
                 t = torch.from_numpy(tgts[i:i + config.batch_size]).to(device)
                 v = torch.from_numpy(vals[i:i + config.batch_size]).to(device)
                 logits = module(x)
-                pw = None if config.pos_weight is None else torch.tensor(float(config.pos_weight))
                 bce = torch.nn.functional.binary_cross_entropy_with_logits(
-                    logits, t.float(), reduction="none", pos_weight=pw)
+                    logits, t.float(), reduction="none", pos_weight=pos_weight)
                 vv = v.float().expand_as(logits)
                 bce_sum += float((bce * vv).sum())
                 n_valid += float(vv.sum())
@@ -340,8 +343,6 @@ def _loop(model, tset, config, progress, cancel, device, kind):
     if val is not None:
         record(0, None)
         result.start_val_f1 = history[0]["val_f1"]
-    pos_weight = None if config.pos_weight is None else torch.tensor(float(config.pos_weight),
-                                                                     device=device)
     step, since_best, running = 0, 0, []
     reason = "budget"
     set_train_mode(module, state)
