@@ -159,6 +159,7 @@ def test_instance_labels_are_kept():
 
 @pytest.mark.parametrize("p0,p1", [
     ((100, 20), (100, 220)),   # horizontal
+    ((100, 20), (118, 220)),   # 5°: long runs with single steps
     ((20, 120), (220, 120)),   # vertical
     ((20, 20), (220, 220)),    # diagonal
     ((200, 20), (60, 230)),    # 33.7°
@@ -169,7 +170,7 @@ def test_straight_line_length(p0, p1):
     true = thick_segment(mask, p0, p1, radius=1)
     res = quantify(mask, "lines", PX)
     assert len(res.objects) == 1
-    assert res.objects["length_nm"].iloc[0] == pytest.approx(true * PX, rel=0.03)
+    assert res.objects["length_nm"].iloc[0] == pytest.approx(true * PX, rel=0.015)  # target 3%
     assert res.summary["total_line_length_um"].iloc[0] == pytest.approx(true * PX / 1000,
                                                                        rel=0.03)
 
@@ -181,6 +182,7 @@ def test_curved_arc_length(radius):
     r = np.hypot(y - size / 2, x - size / 2)
     ring = (np.abs(r - radius) <= 1.5) & (x > size / 2)  # half ring, 3 px wide
     res = quantify(ring, "lines", 1.0)
+    # flat-cut ends: thinning stops about half the width (1.5 px) short of each
     assert res.objects["length_nm"].iloc[0] == pytest.approx(math.pi * radius, rel=0.03)
 
 
@@ -194,8 +196,8 @@ def test_junction_network_is_not_double_counted():
     res = quantify(mask, "lines", 1.0)
     assert len(res.objects) == 2
     lengths = res.objects.sort_values("length_nm")["length_nm"].to_numpy()
-    assert lengths[0] == pytest.approx(total2, rel=0.03)
-    assert lengths.sum() == pytest.approx(total, rel=0.03)
+    assert lengths[0] == pytest.approx(total2, rel=0.015)
+    assert lengths.sum() == pytest.approx(total, rel=0.015)
     assert res.objects["junctions"].max() >= 1
     assert res.objects.loc[res.objects["length_nm"].idxmax(), "endpoints"] == 4
 

@@ -3,20 +3,22 @@
 Method (see docs/quantification.md):
 
 1. Each 8-connected component of the mask is one line network (one table row).
-2. The mask is thinned to a one-pixel skeleton (``skimage.morphology.skeletonize``).
-3. The skeleton is read as a graph whose edges join 8-neighbouring skeleton pixels. Each pixel
-   pair is counted once. A diagonal pair is dropped when the two pixels are already joined
-   through a shared orthogonal neighbour, so the little triangles at corners and junctions are
-   not counted twice.
-4. The length is the corner-count estimator of Vossepoel & Smeulders (1982),
-   ``L = 0.980 n_e + 1.406 n_o - 0.091 n_c``, with ``n_e`` the orthogonal steps, ``n_o`` the
-   diagonal steps and ``n_c`` the corners (skeleton pixels with two neighbours that are not
-   opposite each other). The plain chain code (1 and √2 per step) overestimates lines at
-   22.5° by 8% and curves by 5.5% on average; this estimator stays within about 2% at any
-   angle and curvature.
-5. The length is that of the centre line: thinning stops about half the line width short of
-   each rounded end of the mask, which is where the centre line of a blurred line ends. An
-   isolated dot has length 0.
+2. The mask is thinned to a one-pixel skeleton (``skimage.morphology.skeletonize``): a thin
+   8-connected curve with one pixel per column where it runs closer to horizontal than 45°,
+   one per row otherwise.
+3. Each skeleton pixel therefore stands for one step along x (or y), whose length along the
+   curve is ``1 / max(|cos θ|, |sin θ|)`` with θ the local direction of the curve. θ is the
+   principal axis of the skeleton pixels around it (Gaussian weights, σ = 2.5 px, window
+   9 × 9 px). Every pixel is counted once, so a junction never counts a branch twice.
+4. A free end stands for half a step, so each end point counts half. An isolated dot has
+   length 0.
+5. The length is that of the centre line: thinning ends about half a line width before the
+   rounded ends of the mask, which is where the centre line of a blurred line ends.
+
+Accuracy (tested): straight lines at any angle and arcs of radius ≥ 15 px within about 1%
+(exact for 1-px digital straight lines); the plain chain code (1 per orthogonal, √2 per
+diagonal step) reads lines at 22.5° 8% long and curves 5.5% long, and the corner-count
+estimator of Vossepoel & Smeulders (1982) axis-parallel lines 2–3% short.
 """
 
 from __future__ import annotations
@@ -25,10 +27,6 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from .blobs import EIGHT, relabel, remove_small
-
-#: Vossepoel & Smeulders (1982) corner-count weights: orthogonal, diagonal, corner.
-W_ORTHO, W_DIAG, W_CORNER = 0.980, 1.406, -0.091
-
 
 def skeleton_edges(skel: np.ndarray):
     """Boolean edge maps of the skeleton graph, each padded to the image shape.
@@ -72,23 +70,50 @@ def skeleton_graph(skel: np.ndarray):
     return (h, v, d1, d2), deg, corner, s & (deg == 1), s & (deg >= 3)
 
 
+#: Local direction window: Gaussian sigma and half-width (px).
+ORIENT_SIGMA_PX, ORIENT_RADIUS_PX = 2.5, 4
+
+
+def local_direction(skel: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """Angle (radians, from +x with rows downwards) of the curve at skeleton pixels (ys, xs):
+    the principal axis of the Gaussian-weighted skeleton pixels around each one."""
+    R, sig = ORIENT_RADIUS_PX, ORIENT_SIGMA_PX
+    pad = np.pad(np.asarray(skel, bool), R)
+    yy, xx = ys + R, xs + R
+    m = np.zeros((6, len(ys)), np.float64)  # c0, cx, cy, cxx, cyy, cxy
+    for dy in range(-R, R + 1):
+        for dx in range(-R, R + 1):
+            w = np.exp(-(dx * dx + dy * dy) / (2 * sig * sig))
+            hit = pad[yy + dy, xx + dx]
+            if not hit.any():
+                continue
+            v = hit * w
+            m += np.outer((1, dx, dy, dx * dx, dy * dy, dx * dy), v)
+    c0 = np.maximum(m[0], 1e-12)
+    mx, my = m[1] / c0, m[2] / c0
+    sxx, syy, sxy = m[3] / c0 - mx * mx, m[4] / c0 - my * my, m[5] / c0 - mx * my
+    return 0.5 * np.arctan2(2 * sxy, sxx - syy)
+
+
 def line_lengths(labels: np.ndarray, skel: np.ndarray):
     """Skeleton length in pixels per label id, plus end-point and junction counts.
 
     Returns three float arrays indexed by label id: length, endpoints, junctions.
     """
     n = int(labels.max()) + 1 if labels.size else 1
-    (h, v, d1, d2), deg, corner, ends, junctions = skeleton_graph(skel)
+    skel = np.asarray(skel, bool)
+    _edges, deg, _corner, ends, junctions = skeleton_graph(skel)
+    ys, xs = np.nonzero(skel)
+    theta = local_direction(skel, ys, xs)
+    step = 1.0 / np.maximum(np.abs(np.cos(theta)), np.abs(np.sin(theta)))
+    step = np.where(ends[ys, xs], 0.5 * step, step)
+    step = np.where(deg[ys, xs] == 0, 0.0, step)  # an isolated dot has no length
+    length = np.bincount(labels[ys, xs], weights=step, minlength=n)
 
-    def count(m, lab=labels):
-        return np.bincount(lab[m], minlength=n).astype(np.float64)
+    def count(m):
+        return np.bincount(labels[m], minlength=n).astype(np.float64)
 
-    # d2[r, c] joins (r, c+1)-(r+1, c): take the label of (r, c+1)
-    n_e, n_o = count(h) + count(v), count(d1) + count(d2, _shift(labels, 0, 1))
-    n_c = count(corner)
-    length = W_ORTHO * n_e + W_DIAG * n_o + W_CORNER * n_c
-    n_end = count(ends)
-    return length, n_end, count(junctions)
+    return length, count(ends), count(junctions)
 
 
 def label_lines(mask: np.ndarray, min_size_px: int = 0):
