@@ -174,3 +174,27 @@ def test_event_loop_never_stalls_during_inference(qtbot, widget, rng, notes):
     assert end - start > 0.5 and len(during) > 20  # a real inference was running
     gaps = np.diff(during)
     assert gaps.max() < 0.1, f"event loop stalled {gaps.max() * 1000:.0f} ms"
+
+
+def test_fine_tuned_model_is_kept_and_never_dropped_silently(qtbot, widget, rng, notes,
+                                                             monkeypatch, tmp_path):
+    viewer = widget.viewer
+    viewer.add_image(_image(rng), name="img")
+    _run(qtbot, widget)
+    session = get_session(viewer)
+    tuned = session.model
+    session.weights_before_finetune = tuned.copy_weights()  # what Fine-tune does
+    # Fine-tune saved the model to a new file: the Model box follows, the object is reused
+    saved = tuned.save(tmp_path / "tuned.safetensors")
+    session.model_key = str(saved)
+    widget.signals.model_changed.emit(session)
+    assert widget.model_combo.currentData() == str(saved)
+    _run(qtbot, widget)
+    assert session.model is tuned
+    # choosing another model asks first; "No" keeps the fine-tuned one and starts nothing
+    other = tuned.save(tmp_path / "other.safetensors")
+    widget.set_model_path(other)
+    asked = []
+    monkeypatch.setattr(widget, "ask_replace_model", lambda name: asked.append(name) or False)
+    assert widget.run_inference() is None
+    assert asked and session.model is tuned and widget.model_combo.currentData() == str(saved)

@@ -184,6 +184,7 @@ class InferenceWidget(QWidget):
         layout.addWidget(self.status)
         layout.addStretch()
 
+        self.signals.model_changed.connect(self._sync_model_choice)
         for event in ("inserted", "removed", "moved", "changed"):
             getattr(napari_viewer.layers.events, event).connect(self._refresh_images)
         self._refresh_images()
@@ -229,6 +230,30 @@ class InferenceWidget(QWidget):
             self.model_combo.setItemData(index, path, Qt.ItemDataRole.ToolTipRole)
         self.model_combo.setCurrentIndex(index)
 
+    def _sync_model_choice(self, session=None):
+        """Show the session's model in the Model box (e.g. after Fine-tune saved it to a file),
+        so the next Run uses that same model object instead of reloading the old choice."""
+        key = self.session.model_key
+        if key is None or self.session.model is None:
+            return
+        index = self.model_combo.findData(key)
+        if index >= 0:
+            self.model_combo.setCurrentIndex(index)
+        else:
+            self.set_model_path(key)
+            self.session.model_key = self.model_combo.currentData()
+
+    def ask_replace_model(self, name: str) -> bool:
+        """True to drop the fine-tuned model in memory for another one."""
+        answer = QMessageBox.question(
+            self, "napari-temdefect",
+            f"The model in memory, {name!r}, was fine-tuned in this session. Load "
+            f"{self.model_combo.currentText()!r} instead? Fine-tuning you have not saved "
+            "(Fine-tune > Save model) will be lost.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
+
     def settings(self) -> dict:
         """The predict() keyword arguments chosen in the widget."""
         return {
@@ -272,6 +297,10 @@ class InferenceWidget(QWidget):
         settings = self.settings()
         session = self.session
         model = session.model if session.model is not None and session.model_key == key else None
+        tuned = session.model is not None and session.weights_before_finetune is not None
+        if model is None and tuned and not self.ask_replace_model(session.model.name):
+            self._sync_model_choice()
+            return None
         name = image_layer.name
         defects = self.viewer.layers[f"{name} defects"] \
             if f"{name} defects" in self.viewer.layers else None
@@ -339,6 +368,7 @@ class InferenceWidget(QWidget):
         session = self.session
         if session.model is not model:
             session.model, session.model_key = model, key
+            session.weights_before_finetune = None  # Revert state of the previous model
             self.signals.model_changed.emit(session)
         session.predictions[name] = result
         session.inference_settings = dict(settings)
