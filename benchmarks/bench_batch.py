@@ -2,13 +2,17 @@
 
     python benchmarks/bench_batch.py throughput [--n 16] [--size 1024] [--workers 2]
     python benchmarks/bench_batch.py montage [--size 32768] [--block 4096]
+    python benchmarks/bench_batch.py count [--size 32768] [--block 4096]
 
 ``throughput`` writes N synthetic size² micrographs, runs ``run_batch`` serially and on a Dask
 LocalCluster of ``--workers`` single-threaded processes (the code path of
 ``temdefect analyze --scheduler local:N``), checks that both give the same CSVs, and prints
 images/s. ``montage`` builds a size² synthetic montage in a zarr store block by block (never
 whole in memory), then in a *child process* predicts it block-wise to zarr and counts its blobs
-block-wise, logging progress and the child's peak RSS (``resource.getrusage``).
+block-wise, logging progress and the child's peak RSS (``resource.getrusage``). ``count``
+skips the network: it builds a size² *mask* with a known number of non-overlapping disks on a
+jittered grid (many straddling block borders) and counts them block-wise in a child process,
+checking the count and the total area exactly.
 
 The model is a deliberately small DefectSegNet (random weights: speed and memory do not depend
 on the weights), so that the runs finish on a laptop CPU; ``--model`` takes a real checkpoint.
@@ -184,6 +188,83 @@ def montage(args) -> None:
             shutil.rmtree(work, ignore_errors=True)
 
 
+def build_disk_mask(path: Path, size: int, block: int, spacing: int = 64):
+    """A size² uint8 mask of non-overlapping disks, one per ``spacing`` cell; returns (n, area)."""
+    import zarr
+
+    z = zarr.open_array(str(path), mode="w", shape=(size, size), chunks=(block, block),
+                        dtype="uint8")
+    cells = size // spacing
+    rng = np.random.default_rng(0)
+    r = rng.integers(3, 13, (cells, cells))
+    slack = spacing // 2 - r - 2  # centres jittered within their cell: disks >= 4 px apart
+    jitter = lambda: rng.integers(0, 1 << 20, (cells, cells)) % (2 * slack + 1) - slack  # noqa
+    cy = np.arange(cells)[:, None] * spacing + spacing // 2 + jitter()
+    cx = np.arange(cells)[None, :] * spacing + spacing // 2 + jitter()
+    # shift the grid by half a cell so that disks sit on block borders too
+    cy, cx = (cy + spacing // 2) % size, (cx + spacing // 2) % size
+    area = 0
+    for by in range(0, size, block):
+        for bx in range(0, size, block):
+            tile = np.zeros((block, block), np.uint8)
+            pad = 16
+            sel = ((cy >= by - pad) & (cy < by + block + pad)
+                   & (cx >= bx - pad) & (cx < bx + block + pad))
+            for y, x, rr in zip(cy[sel], cx[sel], r[sel]):
+                y0, y1 = max(by, y - rr), min(by + block, y + rr + 1)
+                x0, x1 = max(bx, x - rr), min(bx + block, x + rr + 1)
+                if y0 >= y1 or x0 >= x1:
+                    continue
+                yy, xx = np.ogrid[y0:y1, x0:x1]
+                tile[y0 - by:y1 - by, x0 - bx:x1 - bx] |= (
+                    (yy - y) ** 2 + (xx - x) ** 2 <= rr * rr).astype(np.uint8)
+            z[by:by + block, bx:bx + block] = tile
+            area += int(tile.sum())
+    return cells * cells, area
+
+
+def count_child(args) -> None:
+    import zarr
+
+    from napari_temdefect.batch.montage import quantify_montage_blobs
+
+    mask = zarr.open_array(args.montage, mode="r")
+    start = time.perf_counter()
+    objects, summary, report = quantify_montage_blobs(
+        mask, pixel_size_nm=0.5, block=args.block, halo=args.halo, min_size_px=0,
+        image_name="mask")
+    print(f"RESULT size={mask.shape[0]} blocks={report.blocks} seconds="
+          f"{time.perf_counter() - start:.0f} objects={len(objects)} "
+          f"area_px={int(round(objects['area_nm2'].sum() / 0.25))} truncated={report.truncated} "
+          f"on_block_borders={int(_on_borders(objects, args.block))} "
+          f"peak_rss_mb={peak_rss_mb():.0f}", flush=True)
+
+
+def _on_borders(objects, block: int) -> int:
+    """Objects whose extent crosses a block border (centroid within the radius of one)."""
+    cx, cy = objects["centroid_x_nm"] / 0.5, objects["centroid_y_nm"] / 0.5
+    rad = objects["equivalent_diameter_nm"] / 0.5 / 2
+    near = lambda c: (np.abs(c - np.round(c / block) * block) < rad) & (c > block / 2)  # noqa: E731
+    return int((near(cx) | near(cy)).sum())
+
+
+def count(args) -> None:
+    work = Path(tempfile.mkdtemp(prefix="bench_count_"))
+    try:
+        src = work / f"mask_{args.size}.zarr"
+        t = time.perf_counter()
+        n, area = build_disk_mask(src, args.size, args.block)
+        print(f"built {src}: {n} disks, {area} px, in {time.perf_counter() - t:.0f} s",
+              flush=True)
+        cmd = [sys.executable, __file__, "_count_child", "--montage", str(src), "--out", "-",
+               "--model", "-", "--block", str(args.block), "--halo", str(args.halo)]
+        subprocess.run(cmd, check=True)
+        child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        print(f"expected objects={n} area_px={area}; child peak RSS {child:.0f} MB")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="what", required=True)
@@ -199,13 +280,19 @@ def main(argv=None) -> None:
     m.add_argument("--model", default=None)
     m.add_argument("--workdir", default=None)
     m.add_argument("--keep", action="store_true")
-    c = sub.add_parser("_montage_child")
-    for name in ("--montage", "--out", "--model"):
-        c.add_argument(name, required=True)
-    c.add_argument("--block", type=int, default=4096)
-    c.add_argument("--halo", type=int, default=128)
+    q = sub.add_parser("count")
+    q.add_argument("--size", type=int, default=32768)
+    q.add_argument("--block", type=int, default=4096)
+    q.add_argument("--halo", type=int, default=128)
+    for child in ("_montage_child", "_count_child"):
+        c = sub.add_parser(child)
+        for name in ("--montage", "--out", "--model"):
+            c.add_argument(name, required=True)
+        c.add_argument("--block", type=int, default=4096)
+        c.add_argument("--halo", type=int, default=128)
     args = p.parse_args(argv)
-    {"throughput": throughput, "montage": montage, "_montage_child": montage_child}[args.what](args)
+    {"throughput": throughput, "montage": montage, "count": count,
+     "_montage_child": montage_child, "_count_child": count_child}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from napari_temdefect.batch import BatchSettings, run_batch
 from napari_temdefect.batch.dask_runner import parse_scheduler
 from napari_temdefect.errors import TemDefectError
 
-pytestmark = pytest.mark.slow  # starting two worker processes takes 10-30 s on 2 busy cores
+pytestmark = pytest.mark.slow  # two worker processes start in 10-30 s on 2 busy cores
 
 
 def test_parse_scheduler():
@@ -28,7 +28,7 @@ def test_cluster_run_equals_serial_run(tmp_path, tiny_model, tiny_checkpoint):
     from napari_temdefect.cli.main import main
 
     data = tmp_path / "data"
-    paths = write_images(data, 3)
+    paths = write_images(data, 2)
     (data / "broken.tif").write_bytes(b"not a TIFF")
     thr = model_threshold(tiny_model, paths[0])
     settings = BatchSettings(model=str(tiny_checkpoint), kind="blobs", tile=128, overlap=16,
@@ -47,10 +47,10 @@ def test_cluster_run_equals_serial_run(tmp_path, tiny_model, tiny_checkpoint):
                    "--threshold", str(thr), "--device", "cpu", "--scheduler", address, "-q"])
     assert rc == 1  # broken.tif failed, the others went on
 
-    assert sorted(dask.done) == sorted(serial.done) == ["img0", "img1", "img2"]
+    assert sorted(dask.done) == sorted(serial.done) == ["img0", "img1"]
     assert [f[0] for f in dask.failed] == ["broken"]
     # each worker process loaded the model once, however many images it did
-    assert sum(w["images"] for w in dask.workers.values()) == 4
+    assert sum(w["images"] for w in dask.workers.values()) == 3
     assert all(w["model_loads"] == 1 for w in dask.workers.values()), dask.workers
     for name in ("summary.csv", "objects.csv"):
         ref = pd.read_csv(tmp_path / "serial" / name)
