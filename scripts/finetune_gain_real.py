@@ -57,6 +57,8 @@ def main(argv=None):
     ap.add_argument("--dataset", default="he_bubbles",
                     choices=("he_bubbles", "uo2_grain_boundaries"))
     ap.add_argument("--train", nargs="+", default=["bubble1"])
+    ap.add_argument("--test", nargs="+", default=None,
+                    help="images to score (default: every image not in --train)")
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--minutes", type=float, default=None)
     ap.add_argument("--depth", default="deep")
@@ -76,7 +78,9 @@ def main(argv=None):
     unknown = [n for n in args.train if n not in pairs]
     if unknown:
         sys.exit(f"unknown image(s) {unknown}; choose from {sorted(pairs)}")
-    test = [n for n in pairs if n not in args.train]
+    test = args.test or [n for n in pairs if n not in args.train]
+    if set(test) & set(args.train) or any(n not in pairs for n in test):
+        sys.exit("--test must name images of the set that are not in --train")
     lines = args.dataset == "uo2_grain_boundaries"
     model = load_model(args.model, device=args.device)
     before = score(model, pairs, test, lines, args.device)

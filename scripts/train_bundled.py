@@ -9,7 +9,8 @@ Stages:
 * ``cv``: for ``grain-boundary`` and ``bubble``, one model per fold of ``bundled_data.FOLDS``
   (whole images held out), same recipe and budget as the final model; checkpoints go to
   ``runs/bundled/cv/<model>-fold<k>.safetensors`` and are scored by ``evaluate_bundled.py``.
-* ``final``: the shipped models, trained on every image, written (fp16) to
+* ``final``: the shipped models: the fold-0 CV model (``generic``: the grain-boundary one)
+  trained further on every image (``--scratch``: from random weights), written (fp16) to
   ``src/napari_temdefect/models/weights/<model>.safetensors`` with metadata: description,
   classes, provenance, CV metrics (read from ``runs/bundled/evaluation.json`` when present),
   and the training history. ``generic`` also sees synthetic grains, bubbles and dislocations
@@ -45,7 +46,9 @@ DESCRIPTIONS = {
                "the starting point for fine-tuning on new defect types",
 }
 #: Wall-clock minutes per model (CV folds use the same budget as the final model).
-MINUTES = {"grain-boundary": 8.0, "bubble": 6.0, "generic": 10.0}
+MINUTES = {"grain-boundary": 8.0, "bubble": 8.0, "generic": 12.0}
+#: The final models get more (they see every image; CV is therefore a conservative estimate).
+FINAL_MINUTES = {"grain-boundary": 12.0, "bubble": 12.0, "generic": 12.0}
 #: Synthetic images added to ``generic`` (kind, count); seeds 1000+ (tests use small seeds).
 SYNTHETIC = (("grains", 4), ("bubbles", 4), ("dislocations", 4))
 
@@ -83,11 +86,19 @@ def entries(kind: str, names=None, synthetic: bool = False):
     return out
 
 
-def train_one(kind: str, train_entries, minutes: float, name: str, arch: str = DEFAULT_SPEC):
-    from napari_temdefect.models import ModelSpec
+#: Warm start of each final model: the fold-0 CV model of this set (generic: of grain-boundary).
+INIT = {"grain-boundary": "grain-boundary", "bubble": "bubble", "generic": "grain-boundary"}
+
+
+def train_one(kind: str, train_entries, minutes: float, name: str, arch: str = DEFAULT_SPEC,
+              init: Path | None = None):
+    from napari_temdefect.models import ModelSpec, load_model
     from napari_temdefect.training import TrainingSet, train
 
-    spec = ModelSpec(classes=CLASSES[kind], **SPECS[arch])
+    start = ModelSpec(classes=CLASSES[kind], **SPECS[arch])
+    if init is not None:  # continue training a CV model on every image
+        start = load_model(init, device="cpu")
+        start.name, start.spec.classes, start.parent = name, CLASSES[kind], str(init.name)
     clock = Clock()
 
     def progress(ev):
@@ -95,7 +106,7 @@ def train_one(kind: str, train_entries, minutes: float, name: str, arch: str = D
             print(f"  [{name}] step {ev['step']:5d}  {clock():6.0f} s  train {ev['train_loss']}  "
                   f"val_loss {ev['val_loss']:.4f}  val_f1 {ev['val_f1']:.3f}", flush=True)
 
-    result = train(spec, TrainingSet(train_entries), recipe(minutes), name=name,
+    result = train(start, TrainingSet(train_entries), recipe(minutes), name=name,
                    progress=progress)
     print(f"  [{name}] done: {result.steps} steps in {result.seconds:.0f} s, best step "
           f"{result.best_step} (val F1 {result.best_val_f1})", flush=True)
@@ -130,9 +141,12 @@ def _cv_metrics(kind: str) -> dict | None:
 
 
 def run_final(kind: str, minutes: float, arch: str = DEFAULT_SPEC,
-              weights_dir: Path = WEIGHTS) -> dict:
+              weights_dir: Path = WEIGHTS, init: bool = True) -> dict:
     train_entries = entries(kind, synthetic=(kind == "generic"))
-    result = train_one(kind, train_entries, minutes, kind, arch)
+    start = RUNS / "cv" / arch / f"{INIT[kind]}-fold0.safetensors"
+    if init and not start.exists():
+        raise SystemExit(f"{start} is missing; run the cv stage first (or pass --scratch)")
+    result = train_one(kind, train_entries, minutes, kind, arch, start if init else None)
     model = result.model
     model.name = kind
     path = model.save(
@@ -152,25 +166,45 @@ def run_final(kind: str, minutes: float, arch: str = DEFAULT_SPEC,
     return summary
 
 
+def stamp(kind: str, weights_dir: Path = WEIGHTS) -> None:
+    """Write the CV metrics (runs/bundled/evaluation.json) into a shipped model's metadata.
+
+    The weights are untouched: fp16 → fp32 → fp16 is exact."""
+    from napari_temdefect.models import load_model
+
+    path = weights_dir / f"{kind}.safetensors"
+    model = load_model(path, device="cpu")
+    model.metadata["cv_metrics"] = _cv_metrics(kind)
+    model.save(path, overwrite=True, half=True)
+    print(f"  {kind}: cv_metrics = {model.metadata['cv_metrics']}", flush=True)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--only", nargs="+", choices=MODELS, default=list(MODELS))
-    ap.add_argument("--stage", choices=("cv", "final", "all"), default="all")
+    ap.add_argument("--stage", choices=("cv", "final", "stamp", "all"), default="all",
+                    help="stamp: copy CV metrics from runs/bundled/evaluation.json into the "
+                         "shipped models' metadata (run after evaluate_bundled.py)")
     ap.add_argument("--minutes", type=float, default=None,
                     help="override the per-model budget (default: MINUTES in this script)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default 2)")
     ap.add_argument("--arch", choices=sorted(SPECS), default=DEFAULT_SPEC)
     ap.add_argument("--folds", type=int, nargs="+", default=None, help="CV folds to run (default all)")
+    ap.add_argument("--scratch", action="store_true",
+                    help="train final models from random weights instead of the fold-0 CV model")
     args = ap.parse_args(argv)
     set_threads(args.threads)
     for kind in args.only:
-        minutes = args.minutes or MINUTES[kind]
         if args.stage in ("cv", "all") and kind in FOLDS:
+            minutes = args.minutes or MINUTES[kind]
             print(f"== {kind}: cross-validation, {len(FOLDS[kind])} folds × {minutes} min", flush=True)
             run_cv(kind, minutes, args.arch, args.folds)
         if args.stage in ("final", "all"):
+            minutes = args.minutes or FINAL_MINUTES[kind]
             print(f"== {kind}: final model, {minutes} min", flush=True)
-            run_final(kind, minutes, args.arch)
+            run_final(kind, minutes, args.arch, init=not args.scratch)
+        if args.stage == "stamp":
+            stamp(kind)
     return 0
 
 
