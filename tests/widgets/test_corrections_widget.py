@@ -174,3 +174,27 @@ def test_errors_are_notifications_not_exceptions(make_napari_viewer, qtbot, monk
     assert "No image layer" in shown[-1]
     widget.rethreshold(0.4)
     assert "No probability map" in shown[-1]
+
+
+def test_d_key_deletes_object_under_cursor(setup):
+    viewer, widget, layer = setup
+    target = layer.data[70, 30]
+    viewer.cursor.position = tuple(layer.data_to_world((70, 30)))
+    widget._delete_under_cursor(layer)
+    assert not np.any(layer.data == target) and layer.data[20, 20] > 0
+    assert "d" in [str(k).lower() for k in layer.keymap]
+    layer.undo()
+    assert np.any(layer.data == target)
+
+
+def test_ignore_brush_widens_8bit_labels(make_napari_viewer, qtbot):
+    from napari_temdefect.widgets.corrections import CorrectionsWidget
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((32, 32), np.float32), name="a")
+    layer = viewer.add_labels(np.ones((32, 32), np.uint8), name="a defects")
+    widget = CorrectionsWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.ignore_btn.click()
+    assert layer.data.dtype == np.uint16 and layer.selected_label == IGNORE_LABEL
+    assert np.all(layer.data == 1)

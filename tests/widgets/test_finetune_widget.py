@@ -149,3 +149,32 @@ def test_bad_input_is_a_message_and_nothing_starts(make_napari_viewer, qtbot, mo
     assert widget.start() is None and "not a number" in shown[-1]
     assert widget.revert() is False and "nothing to revert" in shown[-1]
     assert widget.worker is None
+
+
+def test_model_loads_after_a_shown_viewer(tmp_path):
+    """On software OpenGL (Mesa llvmpipe), importing triton after napari's canvas segfaults;
+    the widgets package prevents that. Run in a fresh process: the crash kills the process."""
+    import os
+    import subprocess
+    import sys
+
+    if not os.environ.get("DISPLAY"):
+        pytest.skip("needs a display (pytest-xvfb provides one)")
+    script = tmp_path / "late_torch.py"
+    script.write_text(
+        "import numpy as np, napari\n"
+        "v = napari.Viewer(show=True)\n"
+        "v.add_image(np.zeros((64, 64)))\n"
+        "from qtpy.QtWidgets import QApplication\n"
+        "QApplication.processEvents()\n"
+        "from napari_temdefect.widgets.finetune import FinetuneWidget\n"
+        "w = FinetuneWidget(v)\n"
+        "from napari_temdefect.models import create_model\n"
+        "create_model(arch='unet', encoder='resnet18', device='cpu',\n"
+        "             options={'encoder_depth': 3, 'decoder_channels': (32, 16, 8)})\n"
+        "print('model ok')\n"
+        "v.close()\n"
+    )
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0 and "model ok" in proc.stdout, proc.stderr[-2000:]

@@ -23,6 +23,7 @@ from .. import corrections as core
 from ..constants import IGNORE_LABEL
 from ..errors import TemDefectError
 from ._common import layer_pixel_size, show_error
+from . import _avoid_llvm_clash
 from ._session import get_session, get_signals
 
 DEFECTS_SUFFIX = " defects"
@@ -48,9 +49,17 @@ def ignore_colormap(max_id: int):
     color_dict = {None: np.asarray(cyclic.map(np.array([top + 1]))[0]), 0: np.zeros(4)}
     color_dict.update({int(i): c for i, c in zip(ids, colors)})
     color_dict[IGNORE_LABEL] = np.asarray(IGNORE_COLOR)
-    cmap = DirectLabelColormap(color_dict=color_dict)
-    cmap._temdefect_top = top  # headroom covered by explicit colours
-    return cmap
+    return DirectLabelColormap(color_dict=color_dict)
+
+
+def _colored_up_to(colormap) -> int | None:
+    """Highest id an ignore_colormap colours explicitly (None for any other colormap)."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    if not isinstance(colormap, DirectLabelColormap) or IGNORE_LABEL not in colormap.color_dict:
+        return None
+    keys = [k for k in colormap.color_dict if k is not None and k != IGNORE_LABEL]
+    return max(keys, default=0)
 
 
 class CorrectionsWidget(QWidget):
@@ -58,6 +67,7 @@ class CorrectionsWidget(QWidget):
 
     def __init__(self, napari_viewer):
         super().__init__()
+        _avoid_llvm_clash()  # before anything imports torch next to napari's GL
         self.viewer = napari_viewer
         self.session = get_session(napari_viewer)
         self.signals = get_signals(napari_viewer)
@@ -109,7 +119,7 @@ class CorrectionsWidget(QWidget):
         layout.addWidget(ops)
 
         # --- re-threshold ---------------------------------------------------------------
-        thr = QGroupBox("Re-threshold from probability (keeps your edits)")
+        thr = QGroupBox("Re-threshold (keeps your edits)")
         tl = QHBoxLayout(thr)
         self.threshold_slider = QSlider(Qt.Orientation.Horizontal)
         self.threshold_slider.setRange(1, 99)
@@ -130,6 +140,7 @@ class CorrectionsWidget(QWidget):
         tsl.addWidget(self.add_btn)
         self.entries = QListWidget()
         self.entries.setMaximumHeight(110)
+        self.entries.setWordWrap(True)
         tsl.addWidget(self.entries)
         self.summary = QLabel("Empty: correct an image and press 'Add to training set'.")
         self.summary.setWordWrap(True)
@@ -174,11 +185,11 @@ class CorrectionsWidget(QWidget):
 
     # ---------------------------------------------------------------------- layer handling
     def _labels_layers(self):
-        return [ly for ly in self.viewer.layers if ly._type_string == "labels"]
-
-    def _refresh_layers(self, *_):
         from napari.layers import Labels
 
+        return [ly for ly in self.viewer.layers if isinstance(ly, Labels)]
+
+    def _refresh_layers(self, *_):
         current = self.layer_combo.currentText()
         names = [ly.name for ly in self._labels_layers()]
         self.layer_combo.blockSignals(True)
@@ -189,7 +200,7 @@ class CorrectionsWidget(QWidget):
         self.layer_combo.setCurrentText(preferred)
         self.layer_combo.blockSignals(False)
         for ly in self._labels_layers():
-            if isinstance(ly, Labels) and id(ly) not in self._bound:
+            if id(ly) not in self._bound:
                 self._prepare_layer(ly)
         self._on_layer_changed(self.layer_combo.currentText())
 
@@ -206,7 +217,7 @@ class CorrectionsWidget(QWidget):
         data = np.asarray(layer.data)
         defects = data[data != IGNORE_LABEL]
         max_id = int(defects.max()) if defects.size else 0
-        top = getattr(layer.colormap, "_temdefect_top", None)
+        top = _colored_up_to(layer.colormap)
         if top is None or max_id > top - 16:
             layer.colormap = ignore_colormap(max_id)
 
@@ -445,9 +456,9 @@ class CorrectionsWidget(QWidget):
             n_obj = int(core.instances_from_mask(cm > 0).max(initial=0))
             total_obj += n_obj
             ign = int(e.ignore_mask().sum())
-            edited = "" if e.edited is None else f", {int(e.edited.sum())} px edited"
+            edited = "" if e.edited is None else f" · {int(e.edited.sum())} px edited"
             h, w = e.shape
-            self.entries.addItem(f"{e.name}: {w}×{h} px, {n_obj} defects, {ign} px ignored{edited}")
+            self.entries.addItem(f"{e.name} · {w}×{h} · {n_obj} defects · {ign} px ignored{edited}")
         self.summary.setText(f"{len(ts)} image(s), {total_obj} defects in all.")
 
     def _confirm(self, text: str) -> bool:

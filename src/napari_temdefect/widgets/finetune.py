@@ -23,6 +23,7 @@ from qtpy.QtWidgets import (
 
 from ..errors import TemDefectError
 from ._common import set_layer, show_error
+from . import _avoid_llvm_clash
 from ._session import get_session, get_signals
 
 DEPTHS = ("deep", "decoder", "all")
@@ -71,10 +72,13 @@ class LossPlot(QWidget):
         (self.f1_line,) = self.ax_f1.plot([], [], "s--", color="#f0c05a", ms=3, lw=1,
                                           label="val F1")
         self.best_marker = self.ax.axvline(0, color="#7ad07a", lw=1, ls=":", visible=False)
-        handles = [self.train_line, self.val_line, self.f1_line]
-        self.ax.legend(handles=handles, loc="upper right", fontsize=7, facecolor="#262930",
-                       labelcolor="#d0d0d0", edgecolor="#808080")
-        self.figure.tight_layout()
+        (self.smooth_line,) = self.ax.plot([], [], color="#5aa0f0", lw=1.6,
+                                           label="train loss (smoothed)")
+        self.train_line.set_alpha(0.35)
+        handles = [self.smooth_line, self.val_line, self.f1_line]
+        self.figure.legend(handles=handles, loc="upper center", ncol=3, fontsize=7,
+                           frameon=False, labelcolor="#d0d0d0")
+        self.figure.tight_layout(rect=(0, 0, 1, 0.9))
         self.clear()
 
     def clear(self):
@@ -99,6 +103,7 @@ class LossPlot(QWidget):
 
     def _redraw(self):
         self.train_line.set_data(self.steps, self.train)
+        self.smooth_line.set_data(self.steps, _ema(self.train))
         self.val_line.set_data(self.val_steps, self.val)
         self.f1_line.set_data(self.val_steps, self.f1)
         ys = [v for v in self.train + self.val if v is not None and np.isfinite(v)]
@@ -115,11 +120,21 @@ class LossPlot(QWidget):
         return len(self.steps) + len(self.val_steps)
 
 
+def _ema(values, alpha: float = 0.15) -> list:
+    """Exponential moving average (the per-step loss of small batches is noisy)."""
+    out, acc = [], None
+    for v in values:
+        acc = v if acc is None else alpha * v + (1 - alpha) * acc
+        out.append(acc)
+    return out
+
+
 class FinetuneWidget(QWidget):
     """Retrain the deep layers of the loaded model on the corrected images."""
 
     def __init__(self, napari_viewer):
         super().__init__()
+        _avoid_llvm_clash()  # before anything imports torch next to napari's GL
         self.viewer = napari_viewer
         self.session = get_session(napari_viewer)
         self.signals = get_signals(napari_viewer)
@@ -189,6 +204,11 @@ class FinetuneWidget(QWidget):
         row.addWidget(QLabel("patch"))
         row.addWidget(self.patch)
         form.addRow("Batch:", row)
+        self.monitor = QComboBox()
+        self.monitor.addItem("validation loss", "val_loss")
+        self.monitor.addItem("validation F1", "val_f1")
+        self.monitor.setToolTip("Which validation score picks the weights that are kept.")
+        form.addRow("Keep best by:", self.monitor)
         layout.addLayout(form)
 
         row = QHBoxLayout()
@@ -273,6 +293,7 @@ class FinetuneWidget(QWidget):
                           lr=number(self.lr, "learning rate"), l2=number(self.l2, "L2 strength"),
                           l2_sp=self.l2_sp.isChecked(), batch_size=self.batch.value(),
                           patch_size=int(self.patch.currentText()),
+                          monitor=self.monitor.currentData(),
                           device=None if device in (None, "auto") else device)
         return cfg.validate()
 
@@ -343,9 +364,6 @@ class FinetuneWidget(QWidget):
 
     def _on_done(self, result):
         self.result = result
-        model = self.session.model
-        if model is not None and not model.name.endswith("(fine-tuned)"):
-            model.name = f"{model.name} (fine-tuned)"
         how = {"cancelled": "Stopped", "early_stop": "Stopped early (no more improvement)"}.get(
             result.reason, "Finished")
         f1 = ""
@@ -371,7 +389,9 @@ class FinetuneWidget(QWidget):
         last predicted image still open."""
         active = self.viewer.layers.selection.active
         preds = self.session.predictions
-        if active is not None and active._type_string == "image" and active.name in preds:
+        from napari.layers import Image
+
+        if isinstance(active, Image) and active.name in preds:
             return active.name
         for name in reversed(list(preds)):
             if name in self.viewer.layers:
@@ -407,7 +427,10 @@ class FinetuneWidget(QWidget):
         self.inference_worker = worker
         if worker is not None:
             worker.finished.connect(lambda: self.status.setText(
-                self.status.text().replace("Updating the prediction…", f"Prediction of {name!r} updated.")))
+                self.status.text().replace(
+                    "Updating the prediction…",
+                    f"Prediction of {name!r} updated; your corrected labels stay in the "
+                    "training set.")))
         return worker
 
     def _predict_in_worker(self, name: str):
@@ -469,7 +492,7 @@ class FinetuneWidget(QWidget):
                 raise TemDefectError("No model is loaded; run Inference and fine-tune first.")
             if path is None:
                 path, _ = QFileDialog.getSaveFileName(
-                    self, "Save model", f"{model.name.replace(' (fine-tuned)', '')}_finetuned.safetensors",
+                    self, "Save model", f"{model.name}_finetuned.safetensors",
                     "Checkpoints (*.safetensors)",
                     options=QFileDialog.Option.DontConfirmOverwrite)
                 if not path:
