@@ -30,8 +30,15 @@ _EPS = 1e-7
 def entropy_confidence(prob: np.ndarray) -> np.ndarray:
     """``1 − max over classes of the binary entropy (bits)``; ``prob`` is (C, ...) → (...)."""
     p = np.clip(np.asarray(prob, dtype=np.float32), _EPS, 1 - _EPS)
-    h = -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
-    return np.clip(1.0 - h.max(axis=0), 0.0, 1.0).astype(np.float32)
+    q = 1 - p
+    h = np.log2(p)
+    h *= p
+    lq = np.log2(q)
+    lq *= q
+    h += lq                                   # −entropy, in place (few temporaries)
+    out = h.min(axis=0) if h.shape[0] > 1 else h[0]
+    out += 1.0
+    return np.clip(out, 0.0, 1.0, out=out).astype(np.float32, copy=False)
 
 
 def tta_agreement(members: np.ndarray, threshold: float = 0.5) -> np.ndarray:

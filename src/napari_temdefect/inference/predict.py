@@ -229,14 +229,20 @@ def predict(model, image, *, tile=None, overlap=None, tta=False, threshold=0.5, 
 
     def accumulate(pending):
         items, p_dev, a_dev = pending
-        p = p_dev.cpu().numpy()
+        p = p_dev.cpu().numpy()  # writable: weighted in place below
         a = None if a_dev is None else a_dev.cpu().numpy()
         for n, (i, j, y0, x0) in enumerate(items):
-            wgt = plan.weight(i, j)
-            hh, ww = wgt.shape
-            prob[:, y0:y0 + hh, x0:x0 + ww] += p[n, :, :hh, :ww] * wgt
+            wy, wx = plan.rows.weights[i][:, None], plan.cols.weights[j][None, :]
+            hh, ww = wy.shape[0], wx.shape[1]
+            tile = p[n, :, :hh, :ww]
+            tile *= wy  # separable weight, applied in place (no 2D weight array)
+            tile *= wx
+            prob[:, y0:y0 + hh, x0:x0 + ww] += tile
             if a is not None:
-                conf[y0:y0 + hh, x0:x0 + ww] += a[n, :hh, :ww] * wgt
+                agree = a[n, :hh, :ww]
+                agree *= wy
+                agree *= wx
+                conf[y0:y0 + hh, x0:x0 + ww] += agree
 
     was_training = module.training
     param = next(module.parameters(), None)
@@ -287,8 +293,11 @@ def predict(model, image, *, tile=None, overlap=None, tta=False, threshold=0.5, 
             bad = ~finite(image[rows])
             if bad.any():
                 conf[rows][bad] = 0.0
-        best = pc.max(axis=0)
-        mask[rows] = np.where(best > threshold, pc.argmax(axis=0) + 1, 0).astype(np.uint8)
+        if n_classes == 1:
+            mask[rows] = pc[0] > threshold
+        else:
+            best = pc.max(axis=0)
+            mask[rows] = np.where(best > threshold, pc.argmax(axis=0) + 1, 0).astype(np.uint8)
 
     return PredictionResult(
         probability=prob, confidence=conf, mask=mask, classes=list(spec.classes),
