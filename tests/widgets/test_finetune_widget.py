@@ -178,3 +178,55 @@ def test_model_loads_after_a_shown_viewer(tmp_path):
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0 and "model ok" in proc.stdout, proc.stderr[-2000:]
+
+
+def test_loop_with_the_inference_widget(make_napari_viewer, qtbot, tiny_checkpoint, monkeypatch):
+    """predict (Inference widget) -> correct -> add to training set -> fine-tune -> the
+    Inference widget re-predicts the same image and its layers update in place."""
+    from napari_temdefect.widgets._session import get_session
+    from napari_temdefect.widgets.corrections import CorrectionsWidget
+    from napari_temdefect.widgets.finetune import FinetuneWidget
+    from napari_temdefect.widgets.inference import InferenceWidget
+
+    viewer = make_napari_viewer()
+    image, mask = _scene(seed=3)
+    img_layer = viewer.add_image(image, name="img")
+    inf, corr, fine = InferenceWidget(viewer), CorrectionsWidget(viewer), FinetuneWidget(viewer)
+    for w, title in ((inf, "Inference"), (corr, "Corrections"), (fine, "Fine-tune")):
+        viewer.window.add_dock_widget(w, name=title)
+    inf.set_model_path(tiny_checkpoint)
+    worker = inf.run_inference(img_layer)
+    assert worker is not None
+    with qtbot.waitSignal(worker.finished, timeout=120_000):
+        pass
+    session = get_session(viewer)
+    qtbot.waitUntil(lambda: "img defects" in viewer.layers and session.model is not None,
+                    timeout=10_000)
+    assert "tiny" in fine.model_label.text()
+
+    layer = viewer.layers["img defects"]
+    corr._refresh_layers()
+    corr.layer_combo.setCurrentText("img defects")
+    from napari_temdefect import corrections as core
+    layer.data = core.instances_from_mask(mask).astype(layer.data.dtype)  # the user's fix
+    assert corr.add_to_training_set() is not None
+    assert "1 image" in fine.set_label.text()
+
+    asked = []
+    monkeypatch.setattr(inf, "ask_replace_edited", lambda name: asked.append(name) or True)
+    prob_before = viewer.layers["img probability"].data.copy()
+    fine.budget_steps.setValue(4)
+    fine.batch.setValue(2)
+    fine.patch.setCurrentText("128")
+    worker = fine.start()
+    with qtbot.waitSignal(worker.finished, timeout=120_000):
+        pass
+    qtbot.waitUntil(lambda: fine.inference_worker is not None, timeout=10_000)
+    with qtbot.waitSignal(fine.inference_worker.finished, timeout=120_000):
+        pass
+    qtbot.waitUntil(lambda: not np.array_equal(viewer.layers["img probability"].data,
+                                               prob_before), timeout=10_000)
+    assert asked == ["img defects"]           # the edited labels were not replaced silently
+    assert sorted(ly.name for ly in viewer.layers) == [
+        "img", "img confidence", "img defects", "img probability"]
+    assert session.model.history[-1]["kind"] == "finetune"

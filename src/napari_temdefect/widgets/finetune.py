@@ -325,7 +325,7 @@ class FinetuneWidget(QWidget):
         if not self._is_tuned(model):
             self.session.weights_before_finetune = model.copy_weights()
             self._before = (model, len(model.history), model.parent, model.name)
-            model.parent = model.source or self.session.model_key or model.name
+            model.parent = self.session.model_key or model.source or model.name
         self._cancel = threading.Event()
         self.plot.clear()
         self.progress.setValue(0)
@@ -460,7 +460,8 @@ class FinetuneWidget(QWidget):
         self.session.predictions[name] = result
         src = self.viewer.layers[name]
         geo = {"scale": tuple(src.scale)[-2:], "translate": tuple(src.translate)[-2:]}
-        prob = result.probability[0] if result.probability.shape[0] == 1 else result.probability
+        prob = result.probability[0] if result.probability.shape[0] == 1 \
+            else result.probability.max(axis=0)
         set_layer(self.viewer, f"{name} probability", prob, "image", colormap="magma",
                   opacity=0.5, blending="additive", contrast_limits=(0, 1), **geo)
         set_layer(self.viewer, f"{name} confidence", result.confidence, "image",
