@@ -326,7 +326,7 @@ class CorrectionsWidget(QWidget):
         def go():
             ly = layer if layer is not None else self._require_layer()
             if np.iinfo(np.asarray(ly.data).dtype).max < IGNORE_LABEL:
-                # 8-bit labels cannot hold the ignore value: widen once (resets this layer's undo)
+                # 8-bit labels cannot hold the ignore value: widen once
                 ly.data = np.asarray(ly.data).astype(np.uint16)
             self._ensure_colormap(ly)
             ly.selected_label = IGNORE_LABEL
