@@ -7,7 +7,7 @@ training set (add, list, remove, save, load). The operations themselves live in
 :mod:`napari_temdefect.corrections`.
 
 Keys on the labels layer: ``d`` deletes the object under the cursor, ``i`` picks the ignore
-brush.
+brush, ``m`` (napari's "new label") picks the largest object id + 1, never the ignore value.
 """
 
 from __future__ import annotations
@@ -60,6 +60,17 @@ def _colored_up_to(colormap) -> int | None:
         return None
     keys = [k for k in colormap.color_dict if k is not None and k != IGNORE_LABEL]
     return max(keys, default=0)
+
+
+def new_label(layer) -> None:
+    """napari's "new label" (M), skipping the ignore value: largest object id + 1."""
+    ids = core.object_ids(np.asarray(layer.data))
+    nxt = int(ids.max()) + 1 if ids.size else 1
+    if nxt == IGNORE_LABEL:
+        nxt += 1
+    layer.selected_label = nxt
+    if layer.mode not in ("paint", "fill", "polygon"):
+        layer.mode = "paint"
 
 
 class CorrectionsWidget(QWidget):
@@ -211,6 +222,7 @@ class CorrectionsWidget(QWidget):
             return
         layer.bind_key("d", self._delete_under_cursor, overwrite=True)
         layer.bind_key("i", lambda ly: self.ignore_brush(ly), overwrite=True)
+        layer.bind_key("m", new_label, overwrite=True)
         self._ensure_colormap(layer)
 
     def _ensure_colormap(self, layer) -> None:
