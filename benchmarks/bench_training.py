@@ -8,7 +8,8 @@
 encoder_depth 4, decoder (128, 64, 32, 16)); median seconds per optimiser step (forward,
 masked BCE+Dice, L2 penalty, backward, AdamW) for ``depth`` = decoder / deep / all, measured
 in interleaved rounds so that a change of machine load hits every depth alike. The first step
-of each round (warm-up) is dropped.
+of each round (warm-up) is dropped. CPU seconds (``time.process_time``, all threads) are
+reported beside wall time: on a loaded machine they are the fairer comparison.
 
 ``improvement``: fine-tune a model (``--model``, e.g. a bundled one or a checkpoint) on ONE real
 image of ../shared/data with the default recipe and measure, after every evaluation, pixel F1
@@ -51,6 +52,7 @@ def bench_steps(rounds: int, steps: int, device: str) -> list[dict]:
     torch.manual_seed(0)
     base = create_model(device=device, **REPRESENTATIVE)
     times: dict[str, list[float]] = {"decoder": [], "deep": [], "all": []}
+    cpu: dict[str, list[float]] = {k: [] for k in times}
     params = {}
     for r in range(rounds):
         for depth in times:
@@ -58,14 +60,17 @@ def bench_steps(rounds: int, steps: int, device: str) -> list[dict]:
             stamps = []
             cfg = TrainConfig(depth=depth, steps=steps, batch_size=8, patch_size=256,
                               val_fraction=0.0, seed=r, device=device)
-            res = finetune(model, tset, cfg,
-                           progress=lambda ev: ev["event"] == "step" and stamps.append(time.perf_counter()))
+            res = finetune(model, tset, cfg, progress=lambda ev: ev["event"] == "step" and
+                           stamps.append((time.perf_counter(), time.process_time())))
             params[depth] = res.trainable_params
-            times[depth] += list(np.diff(stamps))  # drops the first (warm-up) step
+            wall, proc = np.array(stamps).T
+            times[depth] += list(np.diff(wall))  # drops the first (warm-up) step
+            cpu[depth] += list(np.diff(proc))
     rows = []
     for depth, t in times.items():
         rows.append({"depth": depth, "trainable_params": params[depth],
-                     "median_s_per_step": statistics.median(t), "min_s": min(t), "n": len(t)})
+                     "median_s_per_step": statistics.median(t), "min_s": min(t), "n": len(t),
+                     "median_cpu_s_per_step": statistics.median(cpu[depth])})
     return rows
 
 
@@ -144,14 +149,18 @@ def main(argv=None):
           f"on {os.cpu_count()} cores\n")
     if args.only in (None, "steps"):
         rows = bench_steps(args.rounds, args.steps, args.device)
-        print("| depth | trainable params | median s/step | min s/step | steps timed |")
-        print("| --- | ---: | ---: | ---: | ---: |")
+        print("| depth | trainable params | median s/step (wall) | min s/step | "
+              "median CPU s/step | steps timed |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: |")
         for r in rows:
             print(f"| {r['depth']} | {r['trainable_params'] / 1e6:.2f} M | "
-                  f"{r['median_s_per_step']:.2f} | {r['min_s']:.2f} | {r['n']} |")
-        by = {r["depth"]: r["median_s_per_step"] for r in rows}
-        print(f"\ndeep / all = {by['deep'] / by['all']:.2f}, decoder / all = "
-              f"{by['decoder'] / by['all']:.2f}\n")
+                  f"{r['median_s_per_step']:.2f} | {r['min_s']:.2f} | "
+                  f"{r['median_cpu_s_per_step']:.2f} | {r['n']} |")
+        for key, what in (("median_s_per_step", "wall"), ("median_cpu_s_per_step", "CPU")):
+            by = {r["depth"]: r[key] for r in rows}
+            print(f"\n{what}: deep / all = {by['deep'] / by['all']:.2f}, decoder / all = "
+                  f"{by['decoder'] / by['all']:.2f}")
+        print()
     if args.only in (None, "improvement"):
         if not DATA.is_dir():
             sys.exit(f"real data not found at {DATA}")
