@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 
 import numpy as np
@@ -280,3 +279,33 @@ def test_large_tiff_goes_through_the_montage_path(tmp_path, tiny_model, tiny_che
     lines = BatchSettings(**{**settings.__dict__, "kind": "lines"})
     failed = run_batch([data], tmp_path / "out_lines", lines, progress=False)
     assert not failed.ok and "only blobs" in failed.failed[0][2]
+
+
+def test_interrupted_montage_resumes_from_its_finished_blocks(tmp_path, tiny_model):
+    import zarr
+
+    from napari_temdefect.errors import CancelledError
+
+    img = disk_image(4, shape=(128, 160), n=6)
+    kwargs = dict(block=64, halo=32, tile=128, threshold=0.45, device="cpu", prefix="m_")
+    calls = []
+
+    def stop_after_two(done, total):
+        calls.append(done)
+
+    with pytest.raises(CancelledError):
+        predict_montage(tiny_model, img, tmp_path / "run", progress=stop_after_two,
+                        cancel=lambda: len(calls) >= 2, **kwargs)
+    assert calls == [1, 2] and not (tmp_path / "run" / "m_mask.zarr").exists()
+    assert (tmp_path / "run" / "m_mask.zarr.partial").is_dir()
+
+    calls.clear()
+    report = predict_montage(tiny_model, img, tmp_path / "run", progress=stop_after_two,
+                             **kwargs)
+    assert calls == [3, 4, 5, 6] and report.blocks == 6  # only the blocks left were predicted
+    assert not (tmp_path / "run" / "m_blocks_done.json").exists()
+    predict_montage(tiny_model, img, tmp_path / "fresh", **kwargs)
+    for part in ("mask", "probability", "confidence"):
+        resumed = zarr.open_array(str(tmp_path / "run" / f"m_{part}.zarr"), mode="r")
+        fresh = zarr.open_array(str(tmp_path / "fresh" / f"m_{part}.zarr"), mode="r")
+        np.testing.assert_array_equal(resumed[:], fresh[:])

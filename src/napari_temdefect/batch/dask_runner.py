@@ -26,7 +26,7 @@ _LOADS = {"count": 0}
 
 
 def parse_scheduler(text: str) -> tuple[str, object]:
-    """``"local"`` / ``"local:N"`` → ("local", N or None); ``"tcp://h:p"`` → ("address", text)."""
+    """``"local"``/``"local:N"`` → ("local", N or None); ``"tcp://h:p"`` → ("address", text)."""
     value = str(text).strip()
     low = value.lower()
     if low == "local" or low.startswith("local:"):

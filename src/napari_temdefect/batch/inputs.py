@@ -113,7 +113,8 @@ def expand_inputs(inputs, recursive: bool = False, exclude=None) -> ExpandedInpu
     found.paths = sorted(unique, key=lambda p: (str(p.parent), p.name))
     if not found.paths:
         raise TemDefectError("No micrographs found in the inputs; give image files "
-                             f"({', '.join(IMAGE_SUFFIXES[:6])}, …), folders that hold them, or a glob.")
+                             f"({', '.join(IMAGE_SUFFIXES[:6])}, …), folders that hold them, "
+                             "or a glob.")
     return found
 
 

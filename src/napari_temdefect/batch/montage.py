@@ -9,7 +9,8 @@ of ``halo`` pixels on every side (clipped at the image edge), predicted with the
 montage's* normalisation statistics (:func:`montage_stats`, robust percentiles from windows
 spread over the whole image), and only its core is written to the zarr outputs:
 ``<name>_probability.zarr`` (C, H, W) float32, ``<name>_confidence.zarr`` (H, W) float32 and
-``<name>_mask.zarr`` (H, W) uint8 class map, chunked by block. Working memory is a few blocks, whatever the image size.
+``<name>_mask.zarr`` (H, W) uint8 class map, chunked by block. Working memory is a few blocks,
+whatever the image size.
 
 **Quantification** (blobs) reads the written mask back, again block by block with a halo, and
 labels each expanded block exactly as :func:`quantify.blobs.label_blobs` labels a whole image.
@@ -31,6 +32,7 @@ The outputs open lazily in napari: :func:`lazy_layers` gives calibrated layer-da
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from dataclasses import dataclass
@@ -193,9 +195,16 @@ def _commit(tmp: Path, path: Path, overwrite: bool) -> None:
 def predict_montage(model, source, folder, *, block: int = 4096, halo: int = 128, tile=None,
                     overlap=None, tta: bool = False, threshold: float = 0.5, device=None,
                     batch_size=None, pixel_size_nm=None, save_probability: bool = True,
-                    overwrite: bool = False, progress=None, cancel=None,
+                    overwrite: bool = False, resume: bool = True, progress=None, cancel=None,
                     prefix: str = "") -> MontageReport:
-    """Predict a montage block by block into ``folder``/``prefix``{mask,confidence,probability}.zarr."""
+    """Predict a montage block by block into ``folder``/``prefix`` + {mask, confidence,
+    probability}.zarr.
+
+    The stores are written as ``*.zarr.partial`` and renamed when every block is done. With
+    ``resume`` an interrupted run (crash, Ctrl-C, a killed cluster job) continues from the
+    blocks it finished, recorded in ``prefix`` + ``blocks_done.json``, if its settings match.
+    """
+    from ..files import write_text
     from ..inference import predict
 
     arr, file_px = open_montage(source)
@@ -213,40 +222,61 @@ def predict_montage(model, source, folder, *, block: int = 4096, halo: int = 128
              "threshold": float(threshold), "source": str(source) if isinstance(
                  source, (str, Path)) else "array", "block": block, "halo": halo,
              "normalization_stats": list(stats)}
-    mask_path, conf_path = folder / f"{prefix}mask.zarr", folder / f"{prefix}confidence.zarr"
-    mask_z, mask_tmp = _new_store(mask_path, (h, w), (block, block), "uint8", attrs)
-    conf_z, conf_tmp = _new_store(conf_path, (h, w), (block, block), "float32", attrs)
-    stores = [(mask_tmp, mask_path), (conf_tmp, conf_path)]
-    prob_z = None
-    if save_probability:
-        prob_z, prob_tmp = _new_store(folder / f"{prefix}probability.zarr", (n_cls, h, w),
-                                      (1, block, block), "float32", attrs)
-        stores.append((prob_tmp, folder / f"{prefix}probability.zarr"))
+    names = ["mask", "confidence"] + (["probability"] if save_probability else [])
+    finals = {n: folder / f"{prefix}{n}.zarr" for n in names}
+    if not overwrite:
+        for path in finals.values():
+            if path.exists():
+                raise TemDefectError(f"{path} already exists; pass --overwrite to replace it.")
+    shapes = {"mask": ((h, w), (block, block), "uint8"),
+              "confidence": ((h, w), (block, block), "float32"),
+              "probability": ((n_cls, h, w), (1, block, block), "float32")}
+    record_path = folder / f"{prefix}blocks_done.json"
+    key = json.loads(json.dumps({
+        "shape": [h, w], "block": block, "halo": halo, "tile": tile, "overlap": overlap,
+        "tta": bool(tta), "threshold": float(threshold), "stats": list(stats),
+        "classes": list(model.spec.classes), "stores": names,
+        "model": getattr(model, "source", None) or getattr(model, "name", None)}))
+    done: set = set()
+    tmps = {n: finals[n].with_name(finals[n].name + ".partial") for n in names}
+    if resume and record_path.exists() and all(t.exists() for t in tmps.values()):
+        try:
+            record = json.loads(record_path.read_text(encoding="utf-8"))
+            if record.get("key") == key:
+                done = {int(i) for i in record.get("done", [])}
+        except (OSError, ValueError):
+            done = set()
+    import zarr
+
+    if done:
+        stores = {n: zarr.open_array(str(tmps[n]), mode="r+") for n in names}
+    else:
+        stores = {n: _new_store(finals[n], *shapes[n], attrs)[0] for n in names}
     cores = list(blocks((h, w), block))
-    try:
-        for i, core in enumerate(cores):
-            y0, y1, x0, x1 = core
-            ey0, ey1, ex0, ex1 = _expand(core, halo, (h, w))
-            region = np.asarray(arr[ey0:ey1, ex0:ex1])
-            res = predict(model, region, tile=tile, overlap=overlap, tta=tta,
-                          threshold=threshold, device=device, batch_size=batch_size,
-                          normalization_stats=stats, cancel=cancel)
-            cy, cx = slice(y0 - ey0, y1 - ey0), slice(x0 - ex0, x1 - ex0)
-            mask_z[y0:y1, x0:x1] = res.mask[cy, cx]
-            conf_z[y0:y1, x0:x1] = res.confidence[cy, cx]
-            if prob_z is not None:
-                prob_z[:, y0:y1, x0:x1] = res.probability[:, cy, cx]
-            del res, region
-            if progress is not None:
-                progress(i + 1, len(cores))
-        for tmp, final in stores:
-            _commit(tmp, final, overwrite)
-    finally:
-        for tmp, _ in stores:
-            if tmp.exists():
-                shutil.rmtree(tmp)
+    for i, core in enumerate(cores):
+        if i in done:
+            continue
+        y0, y1, x0, x1 = core
+        ey0, ey1, ex0, ex1 = _expand(core, halo, (h, w))
+        region = np.asarray(arr[ey0:ey1, ex0:ex1])
+        res = predict(model, region, tile=tile, overlap=overlap, tta=tta,
+                      threshold=threshold, device=device, batch_size=batch_size,
+                      normalization_stats=stats, cancel=cancel)
+        cy, cx = slice(y0 - ey0, y1 - ey0), slice(x0 - ex0, x1 - ex0)
+        stores["mask"][y0:y1, x0:x1] = res.mask[cy, cx]
+        stores["confidence"][y0:y1, x0:x1] = res.confidence[cy, cx]
+        if "probability" in stores:
+            stores["probability"][:, y0:y1, x0:x1] = res.probability[:, cy, cx]
+        del res, region
+        done.add(i)
+        write_text(record_path, json.dumps({"key": key, "done": sorted(done)}), overwrite=True)
+        if progress is not None:
+            progress(len(done), len(cores))
+    for n in names:
+        _commit(tmps[n], finals[n], overwrite)
+    record_path.unlink(missing_ok=True)
     return MontageReport(shape=(h, w), blocks=len(cores),
-                         outputs=tuple(final.name for _, final in stores))
+                         outputs=tuple(f.name for f in finals.values()))
 
 
 # ----------------------------------------------------------------------------- quantification
@@ -347,7 +377,8 @@ def process_montage(path, name: str, model, settings, folder: Path):
         model, path, folder, block=settings.block, halo=settings.halo, tile=settings.tile,
         overlap=settings.overlap, tta=settings.tta, threshold=settings.threshold,
         device=settings.device, batch_size=settings.batch_size, pixel_size_nm=px,
-        save_probability=settings.save_probability, overwrite=True, prefix=f"{name}_")
+        save_probability=settings.save_probability, overwrite=True,
+        resume=not settings.overwrite, prefix=f"{name}_")
     if settings.kind != "blobs":
         raise TemDefectError(
             f"--kind {settings.kind} is not quantified on montages (only blobs are, block by "
