@@ -16,6 +16,12 @@ from typing import Iterator
 from .errors import TemDefectError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def check_writable(path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Return ``path`` as a Path, or raise if it exists and ``overwrite`` is False."""
     path = Path(path)
@@ -48,6 +54,10 @@ def atomic_write(
         yield tmp_path
         if path.exists() and not overwrite:  # appeared while we were writing
             raise TemDefectError(f"{path} appeared while writing; nothing was replaced.")
+        # mkstemp makes 0600 files; give the result the mode a plain open() would have
+        # (or keep the mode of the file being replaced)
+        mode = path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask()
+        os.chmod(tmp_path, mode)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
