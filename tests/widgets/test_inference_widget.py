@@ -153,12 +153,10 @@ def test_bad_input_gives_one_notification(qtbot, widget, rng, notes):
     assert len(notes) == 1 and "model" in str(notes[0])
 
 
-def test_event_loop_never_stalls_during_inference(qtbot, widget, rng, notes):
+def _max_event_loop_gap(qtbot, widget):
+    """Run one inference while a 10 ms QTimer ticks; the longest gap between ticks (s)."""
     from qtpy.QtCore import QTimer
 
-    viewer = widget.viewer
-    viewer.add_image(_image(rng, (1024, 1024)), name="img")
-    widget.tile_spin.setValue(256)
     ticks = []
     timer = QTimer()
     timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
@@ -168,12 +166,24 @@ def test_event_loop_never_stalls_during_inference(qtbot, widget, rng, notes):
     worker.returned.connect(lambda _: running.append(time.perf_counter()))
     qtbot.waitUntil(lambda: widget.worker is None, timeout=120_000)
     timer.stop()
-    assert notes == [] and "img defects" in viewer.layers
     start, end = running[0], running[-1]
     during = np.array([t for t in ticks if start <= t <= end])
     assert end - start > 0.5 and len(during) > 20  # a real inference was running
-    gaps = np.diff(during)
-    assert gaps.max() < 0.1, f"event loop stalled {gaps.max() * 1000:.0f} ms"
+    return float(np.diff(during).max())
+
+
+def test_event_loop_never_stalls_during_inference(qtbot, widget, rng, notes):
+    """No gap over 100 ms in the Qt event loop while a 1024² image is predicted. On a shared,
+    overloaded CI machine the OS alone can deschedule the GUI thread, so a stall must repeat
+    in a second run to fail: a stall caused by the widget (GIL or main-thread work) would."""
+    viewer = widget.viewer
+    viewer.add_image(_image(rng, (1024, 1024)), name="img")
+    widget.tile_spin.setValue(256)
+    gaps = [_max_event_loop_gap(qtbot, widget)]
+    if gaps[0] >= 0.1:
+        gaps.append(_max_event_loop_gap(qtbot, widget))
+    assert notes == [] and "img defects" in viewer.layers
+    assert min(gaps) < 0.1, f"event loop stalled {[round(g * 1000) for g in gaps]} ms"
 
 
 def test_fine_tuned_model_is_kept_and_never_dropped_silently(qtbot, widget, rng, notes,

@@ -45,15 +45,15 @@ def _fingerprint(data) -> str:
         f"{arr.shape}{arr.dtype}"
 
 
-def instance_labels(mask: np.ndarray) -> np.ndarray:
+def instance_labels(mask: np.ndarray, n_classes: int = 1) -> np.ndarray:
     """One id per connected object (8-connected), classes never merged; int32."""
     from ..corrections import instances_from_mask
 
+    if n_classes == 1:
+        return instances_from_mask(mask, dtype=np.int32)
     labels = np.zeros(mask.shape, dtype=np.int32)
     offset = 0
-    for k in np.unique(mask):
-        if k == 0:
-            continue
+    for k in range(1, n_classes + 1):
         lab = instances_from_mask(mask == k, dtype=np.int32)
         n = int(lab.max())
         labels[lab > 0] = lab[lab > 0] + offset
@@ -315,7 +315,7 @@ class InferenceWidget(QWidget):
             used = model if model is not None else load_model(key, device=settings["device"])
             result = predict(used, image, progress=bridge.progress.emit, cancel=self._cancel,
                              **settings)
-            labels = instance_labels(result.mask)
+            labels = instance_labels(result.mask, len(result.classes))
             before = None if defects_data is None else _fingerprint(defects_data)
             return used, result, labels, _fingerprint(labels), before
 
