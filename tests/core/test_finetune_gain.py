@@ -5,8 +5,9 @@ default recipe (``depth="deep"``, frozen BatchNorm, L2, D4 + jitter) on the labe
 of a NEW type (dislocation lines), and scored with ``inference.predict`` + pixel F1 on three
 OTHER dislocation images it never saw. The test asserts a clear gain on every one of them.
 
-Measured when written (2 shared CPU cores): F1 on the unseen images ≈ 0.04–0.17 before,
-≈ 0.6–0.8 after.
+Measured when written: pixel F1 on the unseen images 0.00, 0.00, 0.00 before; 0.33, 0.41,
+0.27 after (with 40 instead of 30 pretraining steps and 40 fine-tuning steps: 0.04–0.17 → ~0.8).
+About 110 CPU-seconds (~1 minute on 2 idle cores).
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ def test_finetuning_on_a_new_defect_type_improves_unseen_images():
     # the default recipe (depth "deep", frozen BN, L2, D4 + jitter), a short budget
     result = finetune(model, corrected, TrainConfig(steps=40, eval_every=10, **COMMON))
     after = f1_on(model, "dislocations", test_seeds)
+    print(f"pixel F1 on unseen dislocation images: before {np.round(before, 3)}, "
+          f"after {np.round(after, 3)}")  # shown with pytest -s
 
     assert result.best_step > 0, result.history
     assert np.all(after > before + 0.15), (before, after)
