@@ -34,9 +34,9 @@ def load_data():
     """(image to correct, its true mask, a different image + mask to pre-train on)."""
     if (SHARED / "images" / "bubble2.jpg").exists():
         img = _crop(SHARED / "images" / "bubble2.jpg")
-        mask = _crop(SHARED / "masks" / "bubble2.png") > 127
+        mask = _crop(SHARED / "masks" / "bubble2.png") > 0  # masks are 0/1 or 0/255
         other = _crop(SHARED / "images" / "bubble5.jpg")
-        other_mask = _crop(SHARED / "masks" / "bubble5.png") > 127
+        other_mask = _crop(SHARED / "masks" / "bubble5.png") > 0
         return img, mask, other, other_mask
     rng = np.random.default_rng(0)
 
@@ -66,7 +66,7 @@ def get_model(name_or_path):
     model = create_model(arch="unet", encoder="resnet18", device="cpu", name="bubbles (demo)",
                          options={"encoder_depth": 3, "decoder_channels": [32, 16, 8]})
     ts = TrainingSet([TrainingEntry(other, other_mask.astype(np.uint8), name="bubble5")])
-    train(model, ts, TrainConfig(depth="all", freeze_bn=False, steps=150, batch_size=4,
+    train(model, ts, TrainConfig(depth="all", freeze_bn=False, steps=60, batch_size=4,
                                  patch_size=128, seed=0))
     return model
 
@@ -142,8 +142,8 @@ def main(argv=None) -> int:
     layer = viewer.layers["bubble2 defects"]
     viewer.layers["bubble2 confidence"].visible = False
     viewer.layers["bubble2 probability"].visible = False
-    viewer.camera.center = (128, 128)
-    viewer.camera.zoom = 3.0
+    viewer.camera.center = (256, 256)
+    viewer.camera.zoom = 1.5
 
     # a few corrections: add missed bubbles from the true mask in the top-left quarter, remove
     # specks, mark a doubtful strip as ignore
@@ -172,7 +172,6 @@ def main(argv=None) -> int:
     if "finetune" in args.only:
         show_only(viewer, "Fine-tune")
         fine.budget_steps.setValue(80)
-        fine.monitor.setCurrentIndex(fine.monitor.findData("val_f1"))
         fine.batch.setValue(4)
         fine.patch.setCurrentText("128")
         worker = fine.start()
