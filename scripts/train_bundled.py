@@ -113,8 +113,11 @@ def train_one(kind: str, train_entries, minutes: float, name: str, arch: str = D
     return result
 
 
-def run_cv(kind: str, minutes: float, arch: str = DEFAULT_SPEC, folds=None) -> dict:
-    out_dir = RUNS / "cv" / arch
+def run_cv(kind: str, minutes: float, arch: str = DEFAULT_SPEC, folds=None,
+           cont: bool = False) -> dict:
+    """``cont``: continue each fold model on its own training images, as the final model
+    continues fold 0 on every image (written to ``cv/<arch>-cont/``)."""
+    out_dir = RUNS / "cv" / (arch + ("-cont" if cont else ""))
     out_dir.mkdir(parents=True, exist_ok=True)
     all_names = [d["name"] for d in load_set(kind)]
     out = []
@@ -122,12 +125,13 @@ def run_cv(kind: str, minutes: float, arch: str = DEFAULT_SPEC, folds=None) -> d
         if folds is not None and k not in folds:
             continue
         train_names = [n for n in all_names if n not in held]
-        result = train_one(kind, entries(kind, train_names), minutes, f"{kind}-fold{k}", arch)
+        init = RUNS / "cv" / arch / f"{kind}-fold{k}.safetensors" if cont else None
+        result = train_one(kind, entries(kind, train_names), minutes, f"{kind}-fold{k}", arch, init)
         path = out_dir / f"{kind}-fold{k}.safetensors"
         result.model.save(path, overwrite=True, half=False, held_out=held, train=train_names)
         out.append({"fold": k, "held_out": held, "train": train_names, "path": str(path),
                     **result.to_dict()})
-        write_json(RUNS / f"train_cv_{kind}_{arch}_fold{k}.json",
+        write_json(RUNS / f"train_cv_{kind}_{out_dir.name}_fold{k}.json",
                    {"model": kind, "arch": arch, "minutes": minutes, **out[-1]})
     return {"folds": out}
 
@@ -190,15 +194,18 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default 2)")
     ap.add_argument("--arch", choices=sorted(SPECS), default=DEFAULT_SPEC)
     ap.add_argument("--folds", type=int, nargs="+", default=None, help="CV folds to run (default all)")
+    ap.add_argument("--continue-cv", action="store_true",
+                    help="cv stage: continue the fold models for FINAL_MINUTES on their own "
+                         "training images, mirroring how the final models are made")
     ap.add_argument("--scratch", action="store_true",
                     help="train final models from random weights instead of the fold-0 CV model")
     args = ap.parse_args(argv)
     set_threads(args.threads)
     for kind in args.only:
         if args.stage in ("cv", "all") and kind in FOLDS:
-            minutes = args.minutes or MINUTES[kind]
+            minutes = args.minutes or (FINAL_MINUTES if args.continue_cv else MINUTES)[kind]
             print(f"== {kind}: cross-validation, {len(FOLDS[kind])} folds × {minutes} min", flush=True)
-            run_cv(kind, minutes, args.arch, args.folds)
+            run_cv(kind, minutes, args.arch, args.folds, cont=args.continue_cv)
         if args.stage in ("final", "all"):
             minutes = args.minutes or FINAL_MINUTES[kind]
             print(f"== {kind}: final model, {minutes} min", flush=True)
