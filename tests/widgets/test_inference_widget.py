@@ -208,3 +208,14 @@ def test_fine_tuned_model_is_kept_and_never_dropped_silently(qtbot, widget, rng,
     monkeypatch.setattr(widget, "ask_replace_model", lambda name: asked.append(name) or False)
     assert widget.run_inference() is None
     assert asked and session.model is tuned and widget.model_combo.currentData() == str(saved)
+
+
+def test_inference_waits_while_the_model_is_being_fine_tuned(qtbot, widget, rng, notes):
+    layer = widget.viewer.add_image(_image(rng), name="img")
+    widget.session.training = True  # what the Fine-tune widget sets while it trains
+    assert widget.run_inference(layer) is None
+    assert len(notes) == 1 and "being fine-tuned" in str(notes[0])
+    assert "img probability" not in widget.viewer.layers
+    widget.session.training = False
+    _run(qtbot, widget, layer)
+    assert "img probability" in widget.viewer.layers

@@ -25,6 +25,8 @@ class Session:
     weights_before_finetune: dict | None = None
     #: settings the Inference widget last used, so a re-run after fine-tuning matches
     inference_settings: dict = field(default_factory=dict)
+    #: True while the Fine-tune widget trains ``model`` on another thread
+    training: bool = False
 
 
 class SessionSignals:

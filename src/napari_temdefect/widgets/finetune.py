@@ -332,7 +332,7 @@ class FinetuneWidget(QWidget):
         self.status.setText("Preparing patches…")
         relay, cancel = self._relay, self._cancel
 
-        @thread_worker(start_thread=False)
+        @thread_worker(start_thread=False, ignore_errors=True)
         def run():
             return finetune(model, ts, config, progress=relay.event.emit, cancel=cancel)
 
@@ -341,6 +341,7 @@ class FinetuneWidget(QWidget):
         worker.errored.connect(self._on_error)
         worker.finished.connect(self._on_finished)
         self.worker = worker
+        self.session.training = True
         self.refresh()
         worker.start()
         return worker
@@ -363,6 +364,7 @@ class FinetuneWidget(QWidget):
                                 + f", loss {event['train_loss']:.4f}")
 
     def _on_done(self, result):
+        self.session.training = False  # before re-predicting with the tuned weights
         self.result = result
         how = {"cancelled": "Stopped", "early_stop": "Stopped early (no more improvement)"}.get(
             result.reason, "Finished")
@@ -376,10 +378,12 @@ class FinetuneWidget(QWidget):
         self.rerun_inference()
 
     def _on_error(self, exc):
+        self.session.training = False
         show_error(exc)
         self.status.setText("Training failed; the model is unchanged.")
 
     def _on_finished(self):
+        self.session.training = False
         self.worker = None
         self.refresh()
 
@@ -444,7 +448,7 @@ class FinetuneWidget(QWidget):
         known = ("tile", "overlap", "tta", "threshold", "device", "batch_size")
         settings = {k: v for k, v in (self.session.inference_settings or {}).items() if k in known}
 
-        @thread_worker(start_thread=False)
+        @thread_worker(start_thread=False, ignore_errors=True)
         def run():
             return predict(model, image, **settings)
 

@@ -32,7 +32,7 @@ from qtpy.QtWidgets import (
 from napari.utils.notifications import show_warning
 
 from ..errors import TemDefectError
-from ._common import set_layer, show_error
+from ._common import layer_kind, set_layer, show_error
 from ._session import get_session, get_signals
 
 FROM_FILE = "From file…"
@@ -67,7 +67,7 @@ def layer_image(layer) -> np.ndarray:
 
     if layer is None:
         raise TemDefectError("No image layer is selected; open a micrograph first.")
-    if layer._type_string != "image":
+    if layer_kind(layer) != "image":
         raise TemDefectError(f"{layer.name!r} is not an image layer; choose the micrograph.")
     data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
     if np.ndim(data) == 3 and not getattr(layer, "rgb", False):
@@ -89,7 +89,10 @@ class InferenceWidget(QWidget):
 
     def __init__(self, napari_viewer, parent=None):
         super().__init__(parent)
+        from . import _avoid_llvm_clash
         from ..device import available_devices
+
+        _avoid_llvm_clash()  # before the first model load next to napari's GL
         from ..models import default_model_name, list_models
 
         self.viewer = napari_viewer
@@ -192,7 +195,7 @@ class InferenceWidget(QWidget):
     # ------------------------------------------------------------------ inputs
     def _image_layers(self):
         return [layer for layer in self.viewer.layers
-                if layer._type_string == "image" and OUTPUT_KEY not in layer.metadata]
+                if layer_kind(layer) == "image" and OUTPUT_KEY not in layer.metadata]
 
     def _refresh_images(self, event=None):
         layers = self._image_layers()
@@ -272,6 +275,10 @@ class InferenceWidget(QWidget):
 
         if self.worker is not None:
             show_error(TemDefectError("Inference is already running; wait or press Cancel."))
+            return None
+        if self.session.training:
+            show_error(TemDefectError("The model is being fine-tuned; wait for it to finish or "
+                                      "press Stop in the Fine-tune panel."))
             return None
         try:
             if image_layer is None:
@@ -406,7 +413,7 @@ class InferenceWidget(QWidget):
                 k += 1
             return set_layer(viewer, f"{lname} ({k})", labels, "labels", metadata=meta, **geo)
         old = layer.data
-        if layer._type_string != "labels" or np.shape(old) != labels.shape:
+        if layer_kind(layer) != "labels" or np.shape(old) != labels.shape:
             return set_layer(viewer, lname, labels, "labels", metadata=meta, **geo)
         new = labels.astype(np.asarray(old).dtype, copy=False)
         changed = np.nonzero(np.asarray(old) != new)
