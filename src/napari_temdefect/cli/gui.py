@@ -34,6 +34,8 @@ def setup_viewer(viewer, images=(), sample="bubbles", model=None):
 
     Returns the dict of docked widgets by name. Used by ``run`` and by the tests.
     """
+    from ..widgets._common import layer_kind
+
     _check_paths(images)
     for image in images:
         viewer.open(str(image), plugin="napari-temdefect")
@@ -53,7 +55,7 @@ def setup_viewer(viewer, images=(), sample="bubbles", model=None):
     if model is not None and hasattr(inference, "select_model"):
         inference.select_model(model)
     # select the micrograph (not its ground truth) so Run works at once
-    images_layers = [ly for ly in viewer.layers if ly._type_string == "image"]
+    images_layers = [ly for ly in viewer.layers if layer_kind(ly) == "image"]
     if images_layers:
         viewer.layers.selection.active = images_layers[0]
     return widgets

@@ -37,6 +37,17 @@ def layer_pixel_size(layer) -> float | None:
     return None if scale == 1.0 and "pixel_size_nm" not in meta else scale
 
 
+_LAYER_NAMES = {"Image", "Labels", "Points", "Shapes", "Surface", "Tracks", "Vectors"}
+
+
+def layer_kind(layer) -> str:
+    """'image', 'labels', 'points', … for a napari layer (without private attributes)."""
+    for cls in type(layer).__mro__:
+        if cls.__name__ in _LAYER_NAMES and cls.__module__.startswith("napari."):
+            return cls.__name__.lower()
+    return type(layer).__name__.lower()
+
+
 def set_layer(viewer, name: str, data, kind: str = "image", **kwargs):
     """Update the layer called ``name`` in place, or add it if it does not exist yet.
 
@@ -45,7 +56,7 @@ def set_layer(viewer, name: str, data, kind: str = "image", **kwargs):
     """
     if name in viewer.layers:
         layer = viewer.layers[name]
-        if layer._type_string == kind and getattr(layer.data, "shape", None) is not None \
+        if layer_kind(layer) == kind and getattr(layer.data, "shape", None) is not None \
                 and np.ndim(layer.data) == np.ndim(data):
             layer.data = data
             for key in ("scale", "translate", "metadata"):

@@ -35,7 +35,7 @@ from qtpy.QtWidgets import (
 
 from ..constants import KINDS
 from ..errors import TemDefectError
-from ._common import layer_pixel_size, set_layer, show_error
+from ._common import layer_kind, layer_pixel_size, set_layer, show_error
 
 NO_REFERENCE = "(none)"
 SUFFIXES = (" defects", " probability", " labels")
@@ -224,7 +224,7 @@ class QuantifyWidget(QWidget):
     def _input_layers(self):
         out = []
         for layer in self.viewer.layers:
-            kind = layer._type_string
+            kind = layer_kind(layer)
             if kind == "labels" and not layer.name.endswith((" confusion",)):
                 out.append(layer.name)
             elif kind == "image" and not getattr(layer, "rgb", False) \
@@ -248,7 +248,7 @@ class QuantifyWidget(QWidget):
         self.layer_combo.blockSignals(False)
         ref = self.reference_combo.currentText()
         self.reference_combo.clear()
-        labels = [n for n in names if self.viewer.layers[n]._type_string == "labels"]
+        labels = [n for n in names if layer_kind(self.viewer.layers[n]) == "labels"]
         self.reference_combo.addItems([NO_REFERENCE] + labels)
         if ref in labels:
             self.reference_combo.setCurrentText(ref)
@@ -259,7 +259,7 @@ class QuantifyWidget(QWidget):
         if not name or name not in self.viewer.layers:
             return
         layer = self.viewer.layers[name]
-        self.threshold.setEnabled(layer._type_string == "image")  # probability maps only
+        self.threshold.setEnabled(layer_kind(layer) == "image")  # probability maps only
         kind = guess_kind(layer)
         if kind is not None and not self._kind_touched:
             self.kind_combo.blockSignals(True)
@@ -293,11 +293,11 @@ class QuantifyWidget(QWidget):
                                  "(pick a single frame first).")
         image = image_name_of(name)
         kind = self.kind_combo.currentText()
-        if kind != "blobs" and layer._type_string == "labels":
+        if kind != "blobs" and layer_kind(layer) == "labels":
             # a labels layer of lines or boundaries (e.g. from Inference) is a mask, not grains
             data = data > 0
         extras = {}
-        if layer._type_string == "labels":
+        if layer_kind(layer) == "labels":
             for key, suffix in (("probability", " probability"), ("confidence", " confidence")):
                 other = self.viewer.layers[image + suffix] \
                     if image + suffix in self.viewer.layers else None
@@ -389,7 +389,7 @@ class QuantifyWidget(QWidget):
     def _on_done(self, layer, data, result, comparison):
         self.result, self.comparison = result, comparison
         geo = {"scale": tuple(layer.scale)[-2:], "translate": tuple(layer.translate)[-2:]}
-        same = layer._type_string == "labels" and result.labels.shape == data.shape and \
+        same = layer_kind(layer) == "labels" and result.labels.shape == data.shape and \
             np.array_equal(result.labels, np.where(result.labels > 0, data, 0))
         features = result.objects.drop(columns=list(_NOT_FEATURES)).rename(
             columns={"label": "index"})
