@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 install: $(VENV)/.installed
 
 demo: install
-	$(VENV)/bin/temdefect gui --sample bubbles
+	$(VENV)/bin/temdefect gui --sample bubbles --model bubble
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)

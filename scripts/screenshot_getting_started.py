@@ -1,6 +1,6 @@
 """Regenerate docs/images/getting_started.png: what `make demo` shows after one click on Run.
 
-    xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python scripts/screenshot_getting_started.py
+    xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python scripts/screenshot_getting_started.py [--model NAME]
 
 A real napari window: `temdefect gui`'s set-up (four docked widgets, the bubble sample, the
 default bundled model), then the Inference widget's Run, then a full-window screenshot.
@@ -23,9 +23,10 @@ def main() -> int:
 
     viewer = napari.Viewer(title="napari-temdefect")
     viewer.window._qt_window.resize(1600, 1000)
-    widgets = setup_viewer(viewer, sample="bubbles")
+    model = sys.argv[sys.argv.index("--model") + 1] if "--model" in sys.argv else None
+    widgets = setup_viewer(viewer, sample="bubbles", model=model)
     inference = widgets["Inference"]
-    image = next(ly for ly in viewer.layers if ly.name == "bubbles")
+    image = viewer.layers["synthetic bubbles"]
     truth = [ly for ly in viewer.layers if ly.name.endswith("truth")]
     for ly in truth:
         ly.visible = False
@@ -40,7 +41,7 @@ def main() -> int:
     for _ in range(20):
         QApplication.processEvents()
         time.sleep(0.05)
-    viewer.layers.selection.active = viewer.layers["bubbles defects"]
+    viewer.layers.selection.active = viewer.layers["synthetic bubbles defects"]
     viewer.screenshot(str(OUT), canvas_only=False)
     print(f"wrote {OUT} ({OUT.stat().st_size // 1000} kB) after {time.time() - t0:.0f} s")
     viewer.close()

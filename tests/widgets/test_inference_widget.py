@@ -219,3 +219,13 @@ def test_inference_waits_while_the_model_is_being_fine_tuned(qtbot, widget, rng,
     widget.session.training = False
     _run(qtbot, widget, layer)
     assert "img probability" in widget.viewer.layers
+
+
+def test_outputs_keep_the_image_units_and_models_preselect(qtbot, widget, rng, notes):
+    layer = widget.viewer.add_image(_image(rng), name="img", scale=(0.5, 0.5), units=("nm", "nm"))
+    _run(qtbot, widget, layer)
+    for suffix in ("probability", "confidence", "defects"):
+        assert tuple(str(u) for u in widget.viewer.layers[f"img {suffix}"].units) == \
+            ("nanometer", "nanometer")
+    widget.select_model("no-such-model")
+    assert len(notes) == 1 and "Unknown model" in str(notes[0])

@@ -59,7 +59,7 @@ def set_layer(viewer, name: str, data, kind: str = "image", **kwargs):
         if layer_kind(layer) == kind and getattr(layer.data, "shape", None) is not None \
                 and np.ndim(layer.data) == np.ndim(data):
             layer.data = data
-            for key in ("scale", "translate", "metadata"):
+            for key in ("scale", "translate", "units", "metadata"):
                 if key in kwargs:
                     setattr(layer, key, kwargs[key])
             return layer

@@ -223,6 +223,17 @@ class InferenceWidget(QWidget):
         else:
             self.model_combo.setCurrentIndex(0 if self.model_combo.count() > 1 else index)
 
+    def select_model(self, name_or_path) -> None:
+        """Preselect a bundled model by name, or a checkpoint file by path."""
+        index = self.model_combo.findData(str(name_or_path))
+        if index >= 0:
+            self.model_combo.setCurrentIndex(index)
+        elif Path(str(name_or_path)).expanduser().exists():
+            self.set_model_path(name_or_path)
+        else:
+            show_error(TemDefectError(f"Unknown model {str(name_or_path)!r}; pick a bundled "
+                                      "model or a checkpoint file (From file…)."))
+
     def set_model_path(self, path) -> None:
         """Choose a checkpoint file as the model (what "From file…" does)."""
         path = str(Path(path).expanduser())
@@ -380,7 +391,8 @@ class InferenceWidget(QWidget):
         session.predictions[name] = result
         session.inference_settings = dict(settings)
         geo = {"scale": tuple(image_layer.scale)[-2:],
-               "translate": tuple(image_layer.translate)[-2:]}
+               "translate": tuple(image_layer.translate)[-2:],
+               "units": tuple(image_layer.units)[-2:]}  # nm stays nm: no mixed-unit canvas
         meta = {OUTPUT_KEY: {"image": name, "model": model.name, "classes": result.classes,
                              "threshold": result.threshold, "tta": result.tta}}
         prob = result.probability[0] if result.probability.shape[0] == 1 \
@@ -420,4 +432,5 @@ class InferenceWidget(QWidget):
         if changed[0].size:  # one undoable step
             layer.data_setitem(changed, new[changed])
         layer.scale, layer.translate = geo["scale"], geo["translate"]
+        layer.units = geo["units"]
         return layer
