@@ -10,6 +10,7 @@ others go on, and the exit status is then 1. See docs/batch.md.
 from __future__ import annotations
 
 import sys
+from ._options import add_inference_options
 
 
 def add_parser(sub):
@@ -40,18 +41,7 @@ def add_parser(sub):
                    help="blobs: split touching blobs with a watershed")
     p.add_argument("--class", dest="class_name", default=None, metavar="NAME",
                    help="model class to quantify (default: the model's first class)")
-    p.add_argument("--threshold", type=float, default=0.5, metavar="T",
-                   help="probability above which a pixel is a defect (default 0.5)")
-    p.add_argument("--tile", type=int, default=None, metavar="N",
-                   help="largest tile side in px (default: automatic for the device)")
-    p.add_argument("--overlap", type=float, default=None, metavar="F",
-                   help="tile overlap: fraction of the tile if < 1, else pixels (default: auto)")
-    p.add_argument("--batch-size", type=int, default=None, metavar="B",
-                   help="tiles per forward pass (default: automatic)")
-    p.add_argument("--tta", action="store_true",
-                   help="average the 8 flips/rotations (about 8x slower, better confidence)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"),
-                   help="compute device (default: auto = cuda, then mps, then cpu)")
+    add_inference_options(p)
     p.add_argument("--scheduler", default=None, metavar="local[:N]|tcp://HOST:PORT",
                    help="run one Dask task per image: local:N starts N single-threaded worker "
                         "processes on this machine; tcp://HOST:PORT uses a running Dask "

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from ._options import add_inference_options
 
 OUTPUTS = ("probability", "confidence", "mask")
 
@@ -29,18 +30,7 @@ def add_parser(sub):
                    help="bundled model name (see `temdefect models`) or .safetensors checkpoint "
                         "(default: the default bundled model)")
     p.add_argument("--out", "-o", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"),
-                   help="compute device (default: auto = cuda, then mps, then cpu)")
-    p.add_argument("--tile", type=int, default=None, metavar="N",
-                   help="largest tile side in px (default: automatic for the device)")
-    p.add_argument("--overlap", type=float, default=None, metavar="F",
-                   help="tile overlap: fraction of the tile if < 1, else pixels (default: auto)")
-    p.add_argument("--batch-size", type=int, default=None, metavar="B",
-                   help="tiles per forward pass (default: automatic)")
-    p.add_argument("--tta", action="store_true",
-                   help="average the 8 flips/rotations (about 8× slower, better confidence)")
-    p.add_argument("--threshold", type=float, default=0.5, metavar="T",
-                   help="probability above which a pixel is a defect (default 0.5)")
+    add_inference_options(p)
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
     p.set_defaults(func=run)
