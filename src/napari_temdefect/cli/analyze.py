@@ -10,6 +10,7 @@ others go on, and the exit status is then 1. See docs/batch.md.
 from __future__ import annotations
 
 import sys
+
 from ._options import add_inference_options
 
 
