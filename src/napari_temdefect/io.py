@@ -23,6 +23,7 @@ import numpy as np
 
 from .errors import TemDefectError
 from .files import atomic_write
+from .preprocess import collapse_channels
 
 TIFF_EXTENSIONS = (".tif", ".tiff")
 RASTER_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -400,7 +401,7 @@ def _to_image_array(data, meta: dict, name: str) -> np.ndarray:
         raise TemDefectError(f"{name} holds {data.dtype} values; give a numeric image.")
     channels_last = meta.pop("channels_last", None)
     if data.ndim >= 3 and data.shape[-1] in (2, 3, 4) and (channels_last or min(data.shape[-3:-1]) >= 8):
-        data = _collapse_channels(data, meta)
+        data = collapse_channels(data, meta["notes"])
     data = np.squeeze(data) if data.ndim > 2 else data
     if data.ndim < 2:
         raise TemDefectError(f"{name} holds a {data.ndim}D array, not an image; open an image file.")
@@ -411,35 +412,6 @@ def _to_image_array(data, meta: dict, name: str) -> np.ndarray:
     if min(data.shape[-2:]) < 2:
         raise TemDefectError(f"{name} is only {data.shape} pixels; open a real image.")
     return data
-
-
-def _collapse_channels(data: np.ndarray, meta: dict) -> np.ndarray:
-    """Grey saved as RGB(A)/LA → one channel; true colour → luminance (noted in metadata)."""
-    n = data.shape[-1]
-    if n == 2:  # grey + alpha
-        meta["notes"].append("dropped the alpha channel")
-        return data[..., 0]
-    rgb = data[..., :3]
-    if n == 4:
-        meta["notes"].append("dropped the alpha channel")
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    if np.array_equal(r, g) and np.array_equal(r, b):
-        meta["notes"].append("grayscale saved as RGB: kept one channel")
-        return np.ascontiguousarray(r)
-    spread = max(np.abs(r.astype(np.float32) - g).max(), np.abs(r.astype(np.float32) - b).max())
-    if np.issubdtype(data.dtype, np.integer):
-        full = float(np.iinfo(data.dtype).max)
-    else:
-        full = float(max(np.abs(rgb).max(), 1e-12))
-    if spread <= 0.02 * full:  # JPEG chroma noise on a grey image
-        meta["notes"].append("near-grey RGB (JPEG colour noise): averaged the channels")
-        mean = rgb.astype(np.float32).mean(-1)
-        if np.issubdtype(data.dtype, np.integer):
-            return np.round(mean).astype(data.dtype)
-        return mean.astype(data.dtype)
-    meta["notes"].append("colour image converted to luminance (0.299 R + 0.587 G + 0.114 B)")
-    weights = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    return rgb.astype(np.float32) @ weights
 
 
 def _tiff_compatible(arr: np.ndarray) -> np.ndarray:

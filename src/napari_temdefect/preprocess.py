@@ -30,12 +30,7 @@ def as_2d_image(image, name: str = "image") -> np.ndarray:
             f"The {name} has dtype {arr.dtype}; give a numeric (integer or float) image."
         )
     if arr.ndim == 3 and arr.shape[-1] in (3, 4):
-        rgb = arr[..., :3]
-        if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
-            arr = rgb[..., 0]
-        else:
-            weights = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-            arr = (rgb.astype(np.float32) * weights).sum(-1)
+        arr = collapse_channels(arr)
     if arr.ndim != 2:
         raise TemDefectError(
             f"The {name} has shape {arr.shape}; give one 2D micrograph "
@@ -44,6 +39,40 @@ def as_2d_image(image, name: str = "image") -> np.ndarray:
     if min(arr.shape) < 8:
         raise TemDefectError(f"The {name} is {arr.shape[0]}×{arr.shape[1]} px; it needs at least 8×8 px.")
     return arr
+
+
+def collapse_channels(data: np.ndarray, notes: list | None = None) -> np.ndarray:
+    """Grey saved as RGB(A)/LA → one channel; true colour → luminance.
+
+    The last axis holds the channels. What was done is appended to ``notes`` (the reader keeps
+    them in the layer's metadata).
+    """
+    notes = [] if notes is None else notes
+    n = data.shape[-1]
+    if n == 2:  # grey + alpha
+        notes.append("dropped the alpha channel")
+        return data[..., 0]
+    rgb = data[..., :3]
+    if n == 4:
+        notes.append("dropped the alpha channel")
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    if np.array_equal(r, g) and np.array_equal(r, b):
+        notes.append("grayscale saved as RGB: kept one channel")
+        return np.ascontiguousarray(r)
+    spread = max(np.abs(r.astype(np.float32) - g).max(), np.abs(r.astype(np.float32) - b).max())
+    if np.issubdtype(data.dtype, np.integer):
+        full = float(np.iinfo(data.dtype).max)
+    else:
+        full = float(max(np.abs(rgb).max(), 1e-12))
+    if spread <= 0.02 * full:  # JPEG chroma noise on a grey image
+        notes.append("near-grey RGB (JPEG colour noise): averaged the channels")
+        mean = rgb.astype(np.float32).mean(-1)
+        if np.issubdtype(data.dtype, np.integer):
+            return np.round(mean).astype(data.dtype)
+        return mean.astype(data.dtype)
+    notes.append("colour image converted to luminance (0.299 R + 0.587 G + 0.114 B)")
+    weights = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    return rgb.astype(np.float32) @ weights
 
 
 def _stat_sample(image: np.ndarray) -> np.ndarray:
