@@ -91,8 +91,10 @@ def test_train_from_scratch_cli(tmp_path, capsys):
     out = tmp_path / "new.safetensors"
     rc = main(["train", "--images", str(i1), "--labels", str(l1), "--out", str(out),
                "--arch", "unet", "--encoder", "resnet18", "--encoder-depth", "3",
-               "--decoder-channels", "16", "8", "4", "--classes", "bubble", "--quiet", *FAST])
+               "--decoder-channels", "16", "8", "4", "--classes", "bubble", "--quiet",
+               "--schedule", "cosine", *FAST])
     assert rc == 0, capsys.readouterr().err
     model = load_model(out, device="cpu")
     assert model.spec.classes == ["bubble"] and model.spec.options["encoder_depth"] == 3
     assert model.history[-1]["kind"] == "train" and model.history[-1]["config"]["depth"] == "all"
+    assert model.history[-1]["config"]["schedule"] == "cosine"

@@ -207,6 +207,24 @@ def test_cancel_stops_at_the_next_step(tiny_model, tset):
     assert res.history[-1]["step"] == 3  # a last evaluation, then the best weights are kept
 
 
+def test_cosine_schedule_warms_up_then_decays_to_one_percent(tiny_model, tset):
+    lrs = []
+    finetune(tiny_model, tset, TrainConfig(steps=40, lr=1e-2, schedule="cosine", **FAST),
+             progress=lambda ev: ev["event"] == "step" and lrs.append(ev["lr"]))
+    assert len(lrs) == 40
+    assert lrs[0] < 1e-3  # warm-up starts low
+    assert max(lrs) == pytest.approx(1e-2, rel=0.02)
+    peak = int(np.argmax(lrs))
+    assert all(a >= b for a, b in zip(lrs[peak:], lrs[peak + 1:]))  # then only decays
+    assert lrs[-1] < 0.05 * 1e-2
+    const = []
+    finetune(tiny_model, tset, TrainConfig(steps=3, lr=1e-2, **FAST),
+             progress=lambda ev: ev["event"] == "step" and const.append(ev["lr"]))
+    assert const == [1e-2] * 3
+    with pytest.raises(TemDefectError, match="Unknown schedule 'step'"):
+        TrainConfig(schedule="step").validate()
+
+
 def test_same_seed_same_weights(tset):
     def run():
         torch.manual_seed(0)

@@ -33,6 +33,9 @@ def add_training_args(p, *, default_depth: str, default_steps_note: str) -> None
     p.add_argument("--depth", choices=("decoder", "deep", "all"), default=default_depth,
                    help=f"layers that train (default {default_depth}; see docs/training.md)")
     p.add_argument("--lr", type=float, default=1e-3, metavar="X", help="learning rate (1e-3)")
+    p.add_argument("--schedule", choices=("constant", "cosine"), default="constant",
+                   help="learning rate: constant, or a short warm-up then cosine decay over "
+                        "the budget (default constant)")
     p.add_argument("--l2", type=float, default=1e-4, metavar="X",
                    help="L2 penalty on the weights (default 1e-4; the paper used 1e-4–1e-3)")
     p.add_argument("--l2-sp", action="store_true",
@@ -116,7 +119,8 @@ def make_config(args, **overrides):
     from ..training import TrainConfig
 
     kwargs = dict(
-        depth=args.depth, steps=args.steps, minutes=args.minutes, lr=args.lr, l2=args.l2,
+        depth=args.depth, steps=args.steps, minutes=args.minutes, lr=args.lr,
+        schedule=args.schedule, l2=args.l2,
         l2_sp=args.l2_sp, optimizer=args.optimizer, batch_size=args.batch_size,
         patch_size=args.patch_size, val_fraction=args.val_fraction,
         patience=args.patience or None, augment=not args.no_augment, seed=args.seed,

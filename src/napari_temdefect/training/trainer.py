@@ -27,6 +27,9 @@ from .freeze import DEPTHS, apply_freeze, set_train_mode, unfreeze
 DEFAULT_STEPS = 300
 OPTIMIZERS = ("adamw", "adam")
 MONITORS = ("val_loss", "val_f1")
+SCHEDULES = ("constant", "cosine")
+#: share of the budget spent warming the learning rate up under the cosine schedule
+WARMUP = 0.03
 
 
 @dataclass
@@ -39,6 +42,9 @@ class TrainConfig:
     steps: int | None = None
     minutes: float | None = None
     lr: float = 1e-3
+    #: "constant", or "cosine": a short linear warm-up, then cosine decay to 1% of ``lr`` at the
+    #: end of the budget (steps or minutes, whichever ends first)
+    schedule: str = "constant"
     optimizer: str = "adamw"
     #: coefficient of the L2 penalty l2·Σ‖w − w_ref‖² on conv/linear weights (paper: 1e-4–1e-3)
     l2: float = 1e-4
@@ -72,6 +78,11 @@ class TrainConfig:
         if str(self.optimizer).lower() not in OPTIMIZERS:
             raise TemDefectError(f"Unknown optimizer {self.optimizer!r}; use adamw or adam.")
         self.optimizer = str(self.optimizer).lower()
+        if str(self.schedule).lower() not in SCHEDULES:
+            raise TemDefectError(
+                f"Unknown schedule {self.schedule!r}; use one of {', '.join(SCHEDULES)}."
+            )
+        self.schedule = str(self.schedule).lower()
         if self.monitor not in MONITORS:
             raise TemDefectError(f"Unknown monitor {self.monitor!r}; use val_loss or val_f1.")
         if self.steps is not None and int(self.steps) < 1:
@@ -340,6 +351,17 @@ def _loop(model, tset, config, progress, cancel, device, kind):
             parts.append((time.perf_counter() - t0) / deadline)
         return float(min(1.0, max(parts))) if parts else 0.0
 
+    base_lr = float(config.lr)
+
+    def lr_at(step):
+        if config.schedule == "constant":
+            return base_lr
+        frac = _fraction(step)
+        if frac < WARMUP:
+            return base_lr * max(frac / WARMUP, 0.05)
+        cos = 0.5 * (1.0 + math.cos(math.pi * min(1.0, (frac - WARMUP) / (1.0 - WARMUP))))
+        return base_lr * (0.01 + 0.99 * cos)
+
     if val is not None:
         record(0, None)
         result.start_val_f1 = history[0]["val_f1"]
@@ -364,6 +386,9 @@ def _loop(model, tset, config, progress, cancel, device, kind):
         t = torch.from_numpy(np.stack(targets)).to(device)
         v = torch.from_numpy(np.stack(oks)[:, None]).to(device)
         optimizer.zero_grad(set_to_none=True)
+        lr = lr_at(step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
         logits = module(x)
         loss = bce_dice_loss(logits, t, v, pos_weight=pos_weight,
                              dice_weight=float(config.dice_weight))
@@ -385,7 +410,7 @@ def _loop(model, tset, config, progress, cancel, device, kind):
         train_loss = float(loss.detach())
         running.append(train_loss)
         if progress is not None:
-            progress({"event": "step", "step": step, "train_loss": train_loss,
+            progress({"event": "step", "step": step, "train_loss": train_loss, "lr": lr,
                       "total_steps": total_steps, "fraction": _fraction(step),
                       "seconds": round(time.perf_counter() - t0, 3)})
         if step % eval_every == 0 and val is not None:
