@@ -85,6 +85,28 @@ def test_lines_with_thickness_and_probability_input(tmp_path):
     assert s["dislocation_density_m2"].iloc[0] == pytest.approx(rho, rel=0.03)
 
 
+def test_class_option_picks_one_class_of_a_multiclass_output(tmp_path, capsys):
+    # a two-class model's outputs: class 1 = three disks, class 2 = two disks
+    one, two = disks() > 0, disks(spec=((100, 100, 20), (20, 100, 10))) > 0
+    prob = np.stack([one * 0.9, two * 0.8]).astype(np.float32)
+    write_tiff(tmp_path / "e_probability.tif", prob, pixel_size_nm=1.0)
+    write_tiff(tmp_path / "e_mask.tif", np.where(two, 2, np.where(one, 1, 0)).astype(np.uint8),
+               pixel_size_nm=1.0)
+    for name, k, n in (("e_probability.tif", 1, 3), ("e_probability.tif", 2, 2),
+                       ("e_mask.tif", 2, 2)):
+        out = tmp_path / f"{k}_{name}.csv"
+        assert main(["quantify", str(tmp_path / name), "-k", "blobs", "--class", str(k),
+                     "--out", str(out), "-q"]) == 0, capsys.readouterr().err
+        assert len(pd.read_csv(out)) == n
+    for args, message in (([], "holds 2 pages"), (["--class", "3"], "out of range (1..2)"),
+                          (["--class", "0"], "counts from 1")):
+        assert main(["quantify", str(tmp_path / "e_probability.tif"), "-k", "blobs",
+                     "--out", str(tmp_path / "x.csv"), *args]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "x.csv").exists()
+
+
 def test_evaluate_prints_table_and_writes_csv_and_overlay(tmp_path, capsys):
     truth = disks()
     pred = disks(spec=((30, 30, 16), (40, 90, 24)))  # misses one disk

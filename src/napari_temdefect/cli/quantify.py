@@ -30,6 +30,10 @@ def add_parser(sub):
                    help="per-object CSV to write")
     p.add_argument("--summary", default=None, metavar="SUMMARY.csv",
                    help="per-image summary CSV (default: <out stem>_summary.csv beside --out)")
+    p.add_argument("--class", dest="class_index", type=int, default=None, metavar="K",
+                   help="for a multi-class model's output: measure class K (1-based, in the "
+                        "order `temdefect models` lists): page K of a probability stack, or "
+                        "pixels equal to K in a class mask")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--quiet", "-q", action="store_true", help="do not print the summary table")
     p.set_defaults(func=run)
@@ -70,22 +74,51 @@ def image_name(path: Path) -> str:
     return stem
 
 
-def read_input(path: Path, pixel_size_nm: float | None):
+def select_class(data, class_index: int | None, name: str):
+    """The 2D map of one class: page K of a (C, H, W) probability stack, or ``data == K`` of
+    a class mask; ``data`` itself when no class is asked for and it is 2D."""
+    import numpy as np
+
+    from ..errors import TemDefectError
+
+    if class_index is not None and class_index < 1:
+        raise TemDefectError(f"--class counts from 1 (got {class_index}).")
+    if data.ndim == 3:
+        if class_index is None:
+            raise TemDefectError(
+                f"{name} holds {data.shape[0]} pages; quantify one 2D mask or probability map "
+                "per file, or pick the class page of a multi-class probability stack with "
+                "--class K.")
+        if class_index > data.shape[0]:
+            raise TemDefectError(f"{name} has {data.shape[0]} class pages; --class "
+                                 f"{class_index} is out of range (1..{data.shape[0]}).")
+        return data[class_index - 1]
+    if class_index is None:
+        return data
+    if np.issubdtype(data.dtype, np.floating) and data.max(initial=0) <= 1.0:
+        raise TemDefectError(
+            f"{name} is a single-class probability map; --class applies to multi-class "
+            "stacks and class masks, so leave it out.")
+    return np.asarray(data) == class_index
+
+
+def read_input(path: Path, pixel_size_nm: float | None, class_index: int | None = None):
     """(data, pixel size in nm or None, confidence or None) of one input file."""
     from ..errors import TemDefectError
     from ..io import read_image
 
     micrograph = read_image(path)
-    if micrograph.data.ndim != 2:
-        raise TemDefectError(f"{path.name} holds {micrograph.data.shape[0]} frames; quantify "
-                             "one 2D mask or probability map per file.")
+    if micrograph.data.ndim > 3:
+        raise TemDefectError(f"{path.name} has shape {micrograph.data.shape}; quantify one 2D "
+                             "mask or probability map per file.")
+    data = select_class(micrograph.data, class_index, path.name)
     px = pixel_size_nm if pixel_size_nm is not None else micrograph.pixel_size_nm
     confidence = None
     if path.stem.endswith(_PREDICT_SUFFIXES[:2]):
         sibling = path.with_name(f"{image_name(path)}_confidence{path.suffix}")
         if sibling.exists():
             confidence = read_image(sibling).data
-    return micrograph.data, px, confidence
+    return data, px, confidence
 
 
 def check_consistent_calibration(names_and_px):
@@ -120,7 +153,7 @@ def run(args) -> int:
 
     results, seen = [], []
     for path in inputs:
-        data, px, confidence = read_input(path, args.pixel_size)
+        data, px, confidence = read_input(path, args.pixel_size, args.class_index)
         seen.append((path.name, px))
         check_consistent_calibration(seen)
         results.append(quantify(data, args.kind, px, confidence=confidence,
