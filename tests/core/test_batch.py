@@ -309,3 +309,23 @@ def test_interrupted_montage_resumes_from_its_finished_blocks(tmp_path, tiny_mod
         resumed = zarr.open_array(str(tmp_path / "run" / f"m_{part}.zarr"), mode="r")
         fresh = zarr.open_array(str(tmp_path / "fresh" / f"m_{part}.zarr"), mode="r")
         np.testing.assert_array_equal(resumed[:], fresh[:])
+
+
+def test_batch_uses_the_models_operating_threshold_unless_given(tmp_path, tiny_model):
+    from napari_temdefect.inference import predict
+
+    data = tmp_path / "data"
+    paths = write_images(data, 1)
+    thr = round(model_threshold(tiny_model, paths[0]), 4)
+    ckpt = tiny_model.save(tmp_path / "thr.safetensors", threshold=thr)
+    settings = BatchSettings(model=str(ckpt), kind="blobs", tile=128, overlap=16, device="cpu")
+    assert settings.threshold is None
+    out = tmp_path / "out"
+    run_batch([data], out, settings, progress=False)
+    run = json.loads((out / "run.json").read_text())
+    assert run["settings"]["threshold"] == thr
+    mask = tifffile.imread(out / "images" / paths[0].stem / f"{paths[0].stem}_mask.tif")
+    expected = predict(tiny_model, tifffile.imread(paths[0]), tile=128, overlap=16,
+                       threshold=thr).mask
+    np.testing.assert_array_equal(mask, expected)
+    assert mask.any()

@@ -254,3 +254,26 @@ def test_model_given_by_name_or_path(tmp_path, tiny_checkpoint, rng):
         predict("no-such-model", img, device="cpu")
     with pytest.raises(TemDefectError, match="needs a model"):
         predict(object(), img, device="cpu")
+
+
+def test_threshold_defaults_to_the_operating_threshold_the_model_records():
+    class Ramp(nn.Module):  # probability rises from left to right: sigmoid(-3) .. sigmoid(3)
+        def forward(self, x):
+            ramp = torch.linspace(-3.0, 3.0, x.shape[-1]).expand_as(x[:, :1])
+            return ramp.contiguous()
+
+    image = np.zeros((16, 64))
+    model = _model(Ramp())
+    plain = predict(model, image, device="cpu")
+    assert plain.threshold == 0.5 and model.threshold == 0.5
+    model.metadata["threshold"] = 0.3
+    low = predict(model, image, device="cpu")
+    assert low.threshold == 0.3
+    assert (low.mask > 0).sum() > (plain.mask > 0).sum()
+    np.testing.assert_array_equal(low.mask[0] > 0, low.probability[0, 0] > 0.3)
+    # an explicit threshold still wins
+    np.testing.assert_array_equal(predict(model, image, device="cpu", threshold=0.5).mask,
+                                  plain.mask)
+    for bad in (1.5, "high", None, 0):  # an unusable recorded value falls back to 0.5
+        model.metadata["threshold"] = bad
+        assert model.threshold == 0.5

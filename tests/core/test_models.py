@@ -112,3 +112,32 @@ def test_imagenet_offline_fails_fast_with_advice():
     with pytest.raises(TemDefectError, match="local weights file"):
         build_with_imagenet(smp.Unet, spec, online_check=lambda: False)
     assert time.perf_counter() - t0 < 10
+
+
+def test_operating_threshold_is_saved_and_read_without_building(tmp_path, tiny_model, monkeypatch):
+    from napari_temdefect.models import build, model_threshold
+
+    assert model_threshold(tiny_model) == 0.5
+    path = tiny_model.save(tmp_path / "thr.safetensors", threshold=0.35)
+    assert load_model(path, device="cpu").threshold == 0.35
+
+    def no_build(*a, **k):  # reading the threshold must not build the network
+        raise AssertionError("built a network to read metadata")
+
+    monkeypatch.setattr(build, "build_module", no_build)
+    assert model_threshold(path) == 0.35
+    assert model_threshold(str(path)) == 0.35
+    with pytest.raises(TemDefectError, match="Unknown model"):
+        model_threshold("no-such-model")
+
+
+def test_bundled_models_list_their_operating_threshold(capsys):
+    from napari_temdefect.cli.main import main
+    from napari_temdefect.models import list_models, model_threshold
+
+    for info in list_models():
+        assert 0 < info.threshold < 1
+        assert info.threshold == model_threshold(info.name)
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "thr." in out.splitlines()[0]

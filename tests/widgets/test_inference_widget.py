@@ -229,3 +229,17 @@ def test_outputs_keep_the_image_units_and_models_preselect(qtbot, widget, rng, n
             ("nanometer", "nanometer")
     widget.select_model("no-such-model")
     assert len(notes) == 1 and "Unknown model" in str(notes[0])
+
+
+def test_choosing_a_model_sets_its_operating_threshold(qtbot, widget, tiny_model, tmp_path,
+                                                       rng, notes):
+    assert widget.threshold_spin.value() == 0.5  # the tiny checkpoint records none
+    path = tiny_model.save(tmp_path / "low.safetensors", threshold=0.3)
+    widget.set_model_path(path)
+    assert widget.threshold_spin.value() == pytest.approx(0.3)
+    layer = widget.viewer.add_image(_image(rng), name="img")
+    _run(qtbot, widget, layer)
+    assert get_session(widget.viewer).inference_settings["threshold"] == pytest.approx(0.3)
+    meta = widget.viewer.layers["img defects"].metadata[inference_widget.OUTPUT_KEY]
+    assert meta["threshold"] == pytest.approx(0.3)
+    assert notes == []

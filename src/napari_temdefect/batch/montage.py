@@ -193,8 +193,8 @@ def _commit(tmp: Path, path: Path, overwrite: bool) -> None:
 
 
 def predict_montage(model, source, folder, *, block: int = 4096, halo: int = 128, tile=None,
-                    overlap=None, tta: bool = False, threshold: float = 0.5, device=None,
-                    batch_size=None, pixel_size_nm=None, save_probability: bool = True,
+                    overlap=None, tta: bool = False, threshold: float | None = None,
+                    device=None, batch_size=None, pixel_size_nm=None, save_probability: bool = True,
                     overwrite: bool = False, resume: bool = True, progress=None, cancel=None,
                     prefix: str = "") -> MontageReport:
     """Predict a montage block by block into ``folder``/``prefix`` + {mask, confidence,
@@ -208,6 +208,7 @@ def predict_montage(model, source, folder, *, block: int = 4096, halo: int = 128
     from ..inference import predict
 
     arr, file_px = open_montage(source)
+    threshold = float(model.threshold if threshold is None else threshold)
     px = pixel_size_nm if pixel_size_nm is not None else file_px
     block, halo = int(block), int(halo)
     if block < 64 or halo < 0:

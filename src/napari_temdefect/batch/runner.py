@@ -27,6 +27,7 @@ A file that fails (unreadable, wrong shape, …) is logged with its reason and t
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io as _io
 import json
@@ -67,7 +68,8 @@ class BatchSettings:
     tile: int | None = None
     overlap: int | None = None
     tta: bool = False
-    threshold: float = 0.5
+    #: None: the model's operating threshold (resolved once, before any image is done)
+    threshold: float | None = None
     device: str | None = None
     batch_size: int | None = None
     min_size_px: int | None = None       # None: quantify's default
@@ -440,6 +442,10 @@ def run_batch(inputs, out_dir, settings: BatchSettings, *, scheduler=None, recur
     found = expand_inputs(inputs, recursive=recursive, exclude=out_dir)
     names = output_names(found.paths)
     ref, sha = model_reference(settings.model)
+    if settings.threshold is None:
+        from ..models import model_threshold
+
+        settings = dataclasses.replace(settings, threshold=model_threshold(settings.model))
     key = settings.result_key(sha)
     _check_run_file(out_dir, key, settings.overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -17,5 +17,6 @@ def add_inference_options(p) -> None:
                    help="tiles per forward pass (default: automatic)")
     p.add_argument("--tta", action="store_true",
                    help="average the 8 flips/rotations (about 8× slower, better confidence)")
-    p.add_argument("--threshold", type=float, default=0.5, metavar="T",
-                   help="probability above which a pixel is a defect (default 0.5)")
+    p.add_argument("--threshold", type=float, default=None, metavar="T",
+                   help="probability above which a pixel is a defect (default: the model's "
+                        "operating threshold, listed by `temdefect models`)")

@@ -78,7 +78,7 @@ def run(args) -> int:
     for value, flag in ((args.pixel_size, "--pixel-size"), (args.thickness, "--thickness")):
         if value is not None and not value > 0:
             raise TemDefectError(f"{flag} {value} is not positive; give a value in nm above 0.")
-    if not 0 < args.threshold < 1:
+    if args.threshold is not None and not 0 < args.threshold < 1:
         raise TemDefectError(f"--threshold {args.threshold} is outside (0, 1); use e.g. 0.5.")
     if args.scheduler is not None:
         from ..batch.dask_runner import parse_scheduler

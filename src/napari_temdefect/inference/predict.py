@@ -152,7 +152,7 @@ def _resolve_model(model, device):
     )
 
 
-def predict(model, image, *, tile=None, overlap=None, tta=False, threshold=0.5, device=None,
+def predict(model, image, *, tile=None, overlap=None, tta=False, threshold=None, device=None,
             batch_size=None, normalization_stats=None, progress=None, cancel=None,
             window="cosine") -> PredictionResult:
     """Run ``model`` over a 2D ``image`` of any size and dtype, tile by tile.
@@ -166,7 +166,8 @@ def predict(model, image, *, tile=None, overlap=None, tta=False, threshold=0.5, 
         None = automatic
     tta : average the eight flips/rotations (D4), ~8× slower, sharper confidence
     threshold : a pixel gets class k when class k has the highest probability and it is above
-        this value
+        this value; None = the model's operating threshold (``model.threshold``: the value its
+        checkpoint records, chosen by cross-validation for the bundled models, else 0.5)
     device : "auto"/None (cuda → mps → cpu), "cpu", "cuda", "mps"; the model is moved there
     batch_size : tiles per forward pass; None = automatic
     normalization_stats : (offset, scale) to use instead of the image's own statistics (for
@@ -182,14 +183,17 @@ def predict(model, image, *, tile=None, overlap=None, tta=False, threshold=0.5, 
 
     start = time.perf_counter()
     image = as_2d_image(image)
-    threshold = float(threshold)
-    if not 0.0 < threshold < 1.0:
-        raise TemDefectError(f"Threshold {threshold} is outside (0, 1); use e.g. 0.5.")
+    if threshold is not None:
+        threshold = float(threshold)
+        if not 0.0 < threshold < 1.0:
+            raise TemDefectError(f"Threshold {threshold} is outside (0, 1); use e.g. 0.5.")
     if window not in WINDOWS:
         raise TemDefectError(
             f"Unknown blending window {window!r}; use one of {', '.join(WINDOWS)}.")
     dev = resolve_device(device)
     model = _resolve_model(model, dev)
+    if threshold is None:
+        threshold = float(model.threshold)
     spec = model.spec
     module = model.module
 

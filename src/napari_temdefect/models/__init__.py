@@ -15,14 +15,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import TemDefectError
-from .checkpoint import read_checkpoint, save_checkpoint
+from .checkpoint import read_checkpoint, read_metadata, save_checkpoint
 from .registry import bundled_paths, default_model_name, list_models
 from .spec import ARCHITECTURES, ModelSpec
 
 __all__ = [
     "ARCHITECTURES", "Model", "ModelSpec", "create_model", "default_model_name",
-    "list_models", "load_model", "save_model",
+    "list_models", "load_model", "model_threshold", "save_model", "DEFAULT_THRESHOLD",
 ]
+
+#: Operating threshold of a model whose checkpoint records none (the seed paper's).
+DEFAULT_THRESHOLD = 0.5
+
+
+def recorded_threshold(metadata: dict | None) -> float:
+    """The operating threshold a checkpoint's metadata records (key ``threshold``), else 0.5.
+
+    The bundled models record the threshold chosen by cross-validation (docs/evaluation.md);
+    a value outside (0, 1) or not a number is ignored."""
+    value = (metadata or {}).get("threshold")
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return DEFAULT_THRESHOLD
+    return value if 0.0 < value < 1.0 else DEFAULT_THRESHOLD
 
 
 @dataclass
@@ -46,6 +62,12 @@ class Model:
             import torch
 
             return torch.device("cpu")
+
+    @property
+    def threshold(self) -> float:
+        """The probability above which a pixel is a defect when the caller does not choose:
+        the value the checkpoint records (``metadata["threshold"]``), else 0.5."""
+        return recorded_threshold(self.metadata)
 
     def to(self, device=None) -> "Model":
         from ..device import resolve_device
@@ -127,6 +149,18 @@ def load_model(name_or_path, device=None) -> Model:
                   history=list(meta.get("history") or []), parent=meta.get("parent"),
                   source=str(path), metadata=extra)
     return model.to(device)
+
+
+def model_threshold(name_or_model) -> float:
+    """The operating threshold of a Model, a bundled name or a checkpoint path, read from the
+    checkpoint's metadata without building the network (0.5 when none is recorded)."""
+    if isinstance(name_or_model, Model):
+        return name_or_model.threshold
+    text = str(name_or_model).strip()
+    path = bundled_paths().get(text) or Path(text).expanduser()
+    if not Path(path).is_file():
+        load_model(text, device="cpu")  # raises the clear "unknown model" error
+    return recorded_threshold(read_metadata(path))
 
 
 def save_model(model: Model, path, overwrite: bool = False, half: bool = False, **extra) -> Path:

@@ -42,6 +42,23 @@ def save_checkpoint(module, spec: ModelSpec, path, *, metadata: dict | None = No
     return path
 
 
+def read_metadata(path) -> dict:
+    """The metadata of a checkpoint without its weights (a safetensors header is read alone)."""
+    path = Path(path)
+    if path.suffix == ".safetensors" and path.is_file():
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                header = f.metadata() or {}
+            return json.loads(header.get(META_KEY, "{}"))
+        except Exception as exc:
+            raise TemDefectError(
+                f"{path.name} is not a valid checkpoint (corrupt or truncated safetensors file)."
+            ) from exc
+    return read_checkpoint(path)[2]
+
+
 def read_checkpoint(path) -> tuple[ModelSpec, dict, dict]:
     """Return (spec, state_dict in float32, metadata) from a checkpoint file."""
     import torch

@@ -20,6 +20,8 @@ class ModelInfo:
     arch: str
     encoder: str
     size_mb: float
+    #: operating threshold recorded in the checkpoint (0.5 when none is)
+    threshold: float = 0.5
 
 
 def bundled_paths() -> dict[str, Path]:
@@ -35,10 +37,13 @@ def list_models() -> list[ModelInfo]:
         with safe_open(str(path), framework="pt") as f:
             meta = json.loads((f.metadata() or {}).get("temdefect", "{}"))
         spec = meta.get("spec", {})
+        from . import recorded_threshold
+
         infos.append(ModelInfo(
             name=name, path=path, description=meta.get("description", ""),
             classes=list(spec.get("classes", [])), arch=spec.get("arch", "?"),
             encoder=spec.get("encoder", "?"), size_mb=path.stat().st_size / 1e6,
+            threshold=recorded_threshold(meta),
         ))
     return infos
 

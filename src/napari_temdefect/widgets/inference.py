@@ -162,8 +162,12 @@ class InferenceWidget(QWidget):
         self.threshold_spin.setSingleStep(0.05)
         self.threshold_spin.setDecimals(2)
         self.threshold_spin.setValue(0.5)
-        self.threshold_spin.setToolTip("Probability above which a pixel becomes a defect.")
+        self.threshold_spin.setToolTip(
+            "Probability above which a pixel becomes a defect. Choosing a model sets it to the "
+            "model's operating threshold (0.5 unless its checkpoint records one).")
         form.addRow("Threshold", self.threshold_spin)
+        self.model_combo.currentIndexChanged.connect(self._apply_model_threshold)
+        self._apply_model_threshold()
 
         self.run_button = QPushButton("Run")
         self.run_button.clicked.connect(lambda: self.run_inference())
@@ -212,6 +216,19 @@ class InferenceWidget(QWidget):
         elif active is not None and active.name in names:
             self.image_combo.setCurrentText(active.name)
         self.image_combo.blockSignals(False)
+
+    def _apply_model_threshold(self, index=None):
+        """Set the Threshold box to the chosen model's operating threshold."""
+        from ..models import model_threshold
+
+        key = self.model_combo.currentData()
+        if key is None:
+            return
+        try:
+            value = model_threshold(key)
+        except Exception:  # an unreadable file is reported when the user presses Run
+            return
+        self.threshold_spin.setValue(value)
 
     def _on_model_activated(self, index):
         if self.model_combo.itemData(index) is not None:
