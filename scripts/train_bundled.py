@@ -118,9 +118,18 @@ def train_one(kind: str, train_entries, steps: int, name: str, arch: str = DEFAU
     return result
 
 
-def run_cv(kind: str, steps: int, arch: str = DEFAULT_SPEC, folds=None) -> dict:
-    """One model per fold (whole images held out), trained exactly like the final model."""
-    out_dir = RUNS / "cv" / arch
+#: Learning rate of a continuation round (``--continue``): a second, lower cosine cycle.
+CONTINUE_LR = 5e-4
+
+
+def run_cv(kind: str, steps: int, arch: str = DEFAULT_SPEC, folds=None,
+           cont: bool = False) -> dict:
+    """One model per fold (whole images held out), trained exactly like the final model.
+
+    ``cont``: continue each fold's checkpoint for ``steps`` more steps at :data:`CONTINUE_LR`
+    (written to ``cv/<arch>-cont/``), as ``--stage final --continue`` does for a shipped model.
+    """
+    out_dir = RUNS / "cv" / (arch + ("-cont" if cont else ""))
     out_dir.mkdir(parents=True, exist_ok=True)
     all_names = [d["name"] for d in load_set(kind)]
     out = []
@@ -128,7 +137,13 @@ def run_cv(kind: str, steps: int, arch: str = DEFAULT_SPEC, folds=None) -> dict:
         if folds is not None and k not in folds:
             continue
         train_names = [n for n in all_names if n not in held]
-        result = train_one(kind, entries(kind, train_names), steps, f"{kind}-fold{k}", arch)
+        init, lr = None, 2e-3
+        if cont:
+            init, lr = RUNS / "cv" / arch / f"{kind}-fold{k}.safetensors", CONTINUE_LR
+            if not init.exists():
+                raise SystemExit(f"{init} is missing; run the cv stage first")
+        result = train_one(kind, entries(kind, train_names), steps, f"{kind}-fold{k}", arch,
+                           init, lr=lr)
         path = out_dir / f"{kind}-fold{k}.safetensors"
         result.model.save(path, overwrite=True, half=False, held_out=held, train=train_names)
         out.append({"fold": k, "held_out": held, "train": train_names, "path": str(path),
@@ -138,19 +153,29 @@ def run_cv(kind: str, steps: int, arch: str = DEFAULT_SPEC, folds=None) -> dict:
     return {"folds": out}
 
 
-def _cv_metrics(kind: str) -> dict | None:
-    path = RUNS / "evaluation.json"
+def _cv_metrics(kind: str, path: Path | None = None) -> dict | None:
+    """The cross-validation summary of ``kind`` from ``evaluate_bundled.py``'s report."""
+    path = path or RUNS / "evaluation.json"
     if not path.exists():
         return None
-    data = json.loads(path.read_text())
-    return data.get("models", {}).get(kind, {}).get("summary")
+    data = json.loads(path.read_text()).get("models", {}).get(kind)
+    if not data:
+        return None
+    return {"evaluation": data.get("evaluation", "3-fold CV over whole images"),
+            "threshold": data.get("threshold", 0.5),
+            "tuning_folds": data.get("tuning_folds"),
+            "at_0.5": data.get("summary"),
+            "at_threshold": data.get("summary_at_threshold"),
+            "at_threshold_untuned_folds": data.get("summary_at_threshold_untuned_folds")}
 
 
 def run_final(kind: str, steps: int, arch: str = DEFAULT_SPEC,
-              weights_dir: Path = WEIGHTS) -> dict:
+              weights_dir: Path = WEIGHTS, cont: bool = False) -> dict:
     train_entries = entries(kind, synthetic=(kind == "generic"))
     start, lr = None, 2e-3
-    if kind in INIT:
+    if cont:  # a second round on the shipped model itself
+        start, lr = weights_dir / f"{kind}.safetensors", CONTINUE_LR
+    elif kind in INIT:
         start, lr = weights_dir / f"{INIT[kind]}.safetensors", 1e-3
         if not start.exists():
             raise SystemExit(f"{start} is missing; train the {INIT[kind]} final model first")
@@ -164,7 +189,8 @@ def run_final(kind: str, steps: int, arch: str = DEFAULT_SPEC,
         training_data=[e.name for e in train_entries],
         training_pixel_size_nm=None,
         cv_metrics=_cv_metrics(kind),
-        recipe="scripts/train_bundled.py --stage final --only " + kind,
+        recipe="scripts/train_bundled.py --stage final --only " + kind
+               + (" (then --continue)" if cont else ""),
     )
     size = path.stat().st_size / 1e6
     print(f"  wrote {path} ({size:.1f} MB)", flush=True)
@@ -174,17 +200,21 @@ def run_final(kind: str, steps: int, arch: str = DEFAULT_SPEC,
     return summary
 
 
-def stamp(kind: str, weights_dir: Path = WEIGHTS) -> None:
-    """Write the CV metrics (runs/bundled/evaluation.json) into a shipped model's metadata.
+def stamp(kind: str, weights_dir: Path = WEIGHTS, evaluation: Path | None = None) -> None:
+    """Write the CV metrics and the operating threshold chosen by the CV
+    (``evaluate_bundled.py``'s report) into a shipped model's metadata.
 
     The weights are untouched: fp16 → fp32 → fp16 is exact."""
     from napari_temdefect.models import load_model
 
     path = weights_dir / f"{kind}.safetensors"
     model = load_model(path, device="cpu")
-    model.metadata["cv_metrics"] = _cv_metrics(kind)
+    metrics = _cv_metrics(kind, evaluation)
+    model.metadata["cv_metrics"] = metrics
+    if metrics is not None:
+        model.metadata["threshold"] = float(metrics["threshold"])
     model.save(path, overwrite=True, half=True)
-    print(f"  {kind}: cv_metrics = {model.metadata['cv_metrics']}", flush=True)
+    print(f"  {kind}: threshold {model.threshold}, cv_metrics = {metrics}", flush=True)
 
 
 def main(argv=None) -> int:
@@ -197,7 +227,13 @@ def main(argv=None) -> int:
                     help="override the per-model step budget (default: STEPS in this script)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default 2)")
     ap.add_argument("--arch", choices=sorted(SPECS), default=DEFAULT_SPEC)
+    ap.add_argument("--evaluation", type=Path, default=None,
+                    help="stamp: the evaluate_bundled.py report to read (default "
+                         "runs/bundled/evaluation.json)")
     ap.add_argument("--folds", type=int, nargs="+", default=None, help="CV folds to run (default all)")
+    ap.add_argument("--continue", dest="cont", action="store_true",
+                    help=f"continue the existing fold / shipped checkpoints for --steps more "
+                         f"steps at lr {CONTINUE_LR:g} (a second cosine cycle)")
     args = ap.parse_args(argv)
     set_threads(args.threads)
     for kind in args.only:
@@ -205,12 +241,12 @@ def main(argv=None) -> int:
         if args.stage in ("cv", "all") and kind in FOLDS:
             print(f"== {kind}: cross-validation, {len(FOLDS[kind])} folds × {steps} steps",
                   flush=True)
-            run_cv(kind, steps, args.arch, args.folds)
+            run_cv(kind, steps, args.arch, args.folds, cont=args.cont)
         if args.stage in ("final", "all"):
             print(f"== {kind}: final model, {steps} steps", flush=True)
-            run_final(kind, steps, args.arch)
+            run_final(kind, steps, args.arch, cont=args.cont)
         if args.stage == "stamp":
-            stamp(kind)
+            stamp(kind, evaluation=args.evaluation)
     return 0
 
 
