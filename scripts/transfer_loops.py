@@ -8,7 +8,10 @@ models are refined with ``training.finetune`` and its default recipe (``TrainCon
 number of steps and seed:
 
 * ``generic``: the bundled model;
-* ``random``: the same architecture with random weights.
+* ``random``: the same architecture with random weights, same recipe (its shallow stages stay
+  random and frozen, as the default recipe freezes them);
+* ``random-all``: random weights with every layer and BatchNorm training (``depth="all"``,
+  ``freeze_bn=False``), the fairest from-scratch baseline.
 
 Both are then scored (pixel F1 and object F1 at IoU 0.5, via ``predict``) on other loop images.
 Writes ``runs/bundled/transfer_loops.json`` and prints a table.
@@ -36,7 +39,7 @@ def loop_images(seeds, size):
     return out
 
 
-def refine_and_score(model, train, test, steps: int, seed: int = 0) -> dict:
+def refine_and_score(model, train, test, steps: int, seed: int = 0, **config) -> dict:
     from skimage.measure import label
 
     from napari_temdefect import predict
@@ -46,7 +49,7 @@ def refine_and_score(model, train, test, steps: int, seed: int = 0) -> dict:
     tset = TrainingSet([TrainingEntry(img, m.astype(np.uint8), name=n, binary=True)
                         for n, img, m, _ in train])
     clock = Clock()
-    result = finetune(model, tset, TrainConfig(steps=steps, seed=seed, device="cpu"))
+    result = finetune(model, tset, TrainConfig(steps=steps, seed=seed, device="cpu", **config))
     train_s = clock()
     f1s, of1s = [], []
     for _, img, m, lab in test:
@@ -69,10 +72,14 @@ def run(steps=60, n_train=2, n_test=4, size=256, seed=0, source="generic") -> di
     pretrained = load_model(source, device="cpu")
     torch.manual_seed(seed)
     scratch = create_model(pretrained.spec, device="cpu", name="random init")
+    torch.manual_seed(seed)
+    scratch_all = create_model(pretrained.spec, device="cpu", name="random init")
     out = {"steps": steps, "train_images": [t[0] for t in train],
            "test_images": [t[0] for t in test], "size": size, "source": source}
-    for name, model in (("generic", pretrained), ("random", scratch)):
-        out[name] = refine_and_score(model, train, test, steps, seed)
+    arms = (("generic", pretrained, {}), ("random", scratch, {}),
+            ("random-all", scratch_all, {"depth": "all", "freeze_bn": False}))
+    for name, model, config in arms:
+        out[name] = refine_and_score(model, train, test, steps, seed, **config)
         print(f"{name:8s} pixel F1 {out[name]['pixel_f1']:.3f}  object F1 "
               f"{out[name]['object_f1']:.3f}  ({out[name]['steps']} steps, "
               f"{out[name]['train_seconds']:.0f} s)", flush=True)
@@ -91,11 +98,13 @@ def main(argv=None) -> int:
     set_threads(args.threads)
     runs = [run(args.steps, args.train, args.test, args.size, s) for s in args.seeds]
     write_json(RUNS / "transfer_loops.json", {"runs": runs})
-    print("\n| seed | generic → loops pixel F1 | random → loops pixel F1 | object F1 (generic / random) |")
-    print("| ---: | ---: | ---: | ---: |")
+    print("\n| seed | pixel F1: generic / random / random, all layers | object F1: generic / "
+          "random / random, all layers |")
+    print("| ---: | --- | --- |")
     for s, r in zip(args.seeds, runs):
-        print(f"| {s} | {r['generic']['pixel_f1']:.3f} | {r['random']['pixel_f1']:.3f} | "
-              f"{r['generic']['object_f1']:.3f} / {r['random']['object_f1']:.3f} |")
+        arms = ("generic", "random", "random-all")
+        print(f"| {s} | " + " / ".join(f"{r[a]['pixel_f1']:.3f}" for a in arms) + " | "
+              + " / ".join(f"{r[a]['object_f1']:.3f}" for a in arms) + " |")
     return 0
 
 
