@@ -238,11 +238,11 @@ def main(argv=None) -> int:
             model = None
             for name in held:
                 # per-image results are cached against the checkpoint's mtime (re-runs are cheap)
-                cache = RUNS / "eval_cache2" / f"{args.arch}{'_tta' if args.tta else ''}" / \
+                cache = RUNS / "eval_cache" / f"{args.arch}{'_tta' if args.tta else ''}" / \
                     f"{kind}-fold{k}-{name}.json"
                 stamp = ckpt.stat().st_mtime
-                if cache.exists() and json.loads(cache.read_text()).get("mtime") == stamp:
-                    cached = json.loads(cache.read_text())
+                cached = json.loads(cache.read_text()) if cache.exists() else {}
+                if cached.get("mtime") == stamp and "sweep" in cached.get("row", {}):
                     row, h = cached["row"], np.array(cached["hist"])
                 else:
                     model = model or load_model(ckpt, device="cpu")

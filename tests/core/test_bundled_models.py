@@ -18,8 +18,9 @@ from napari_temdefect.models.registry import bundled_paths
 BUNDLED = ("grain-boundary", "bubble", "generic")
 #: model -> (data folder, image, floor on pixel F1 at threshold 0.5)
 FLOORS = {
-    # measured 2026-12-01 on the shipped weights: grain-boundary 0.651, bubble 0.885, generic 0.869; lowest held-out CV image
-    # (docs/evaluation.md): grain-boundary 0.644, bubble 0.817 (generic: not cross-validated)
+    # measured 2026-12-01 on the shipped weights: grain-boundary 0.651, bubble 0.885, generic
+    # 0.869; lowest held-out CV image (docs/evaluation.md): grain-boundary 0.644, bubble 0.817
+    # (generic: not cross-validated)
     "grain-boundary": ("uo2_grain_boundaries", "gb9", 0.60),
     "bubble": ("he_bubbles", "bubble3", 0.78),
     "generic": ("he_bubbles", "bubble3", 0.75),

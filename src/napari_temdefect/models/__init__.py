@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import TemDefectError
-from .checkpoint import read_checkpoint, read_metadata, save_checkpoint
+from .checkpoint import (DEFAULT_THRESHOLD, read_checkpoint, read_metadata,
+                         recorded_threshold, save_checkpoint)
 from .registry import bundled_paths, default_model_name, list_models
 from .spec import ARCHITECTURES, ModelSpec
 
@@ -23,23 +24,6 @@ __all__ = [
     "ARCHITECTURES", "Model", "ModelSpec", "create_model", "default_model_name",
     "list_models", "load_model", "model_threshold", "save_model", "DEFAULT_THRESHOLD",
 ]
-
-#: Operating threshold of a model whose checkpoint records none (the seed paper's).
-DEFAULT_THRESHOLD = 0.5
-
-
-def recorded_threshold(metadata: dict | None) -> float:
-    """The operating threshold a checkpoint's metadata records (key ``threshold``), else 0.5.
-
-    The bundled models record the threshold chosen by cross-validation (docs/evaluation.md);
-    a value outside (0, 1) or not a number is ignored."""
-    value = (metadata or {}).get("threshold")
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return DEFAULT_THRESHOLD
-    return value if 0.0 < value < 1.0 else DEFAULT_THRESHOLD
-
 
 @dataclass
 class Model:
@@ -113,27 +97,31 @@ def create_model(spec: ModelSpec | dict | None = None, *, encoder_weights=None, 
     return model.to(device)
 
 
+def _checkpoint_path(name_or_path) -> tuple[Path, str]:
+    """(checkpoint file, model name) of a bundled name or a path; one sentence if neither."""
+    text = str(name_or_path).strip()
+    bundled = bundled_paths()
+    path = Path(text).expanduser()
+    if text in bundled:
+        return bundled[text], text
+    if path.exists():
+        return path, path.stem
+    known = ", ".join(bundled) or "none bundled yet"
+    looks_like_path = any(s in text for s in ("/", "\\", ".safetensors", ".pt"))
+    what = "No checkpoint file" if looks_like_path else "Unknown model"
+    raise TemDefectError(
+        f"{what} {text!r}; use a bundled name ({known}; see `temdefect models`) "
+        "or the path of a .safetensors checkpoint."
+    )
+
+
 def load_model(name_or_path, device=None) -> Model:
     """Load a bundled model by name, or a checkpoint by path, onto ``device`` (auto by default)."""
     from .build import build_module
 
     if isinstance(name_or_path, Model):
         return name_or_path.to(device) if device is not None else name_or_path
-    text = str(name_or_path).strip()
-    bundled = bundled_paths()
-    path = Path(text).expanduser()
-    if text in bundled:
-        path, name = bundled[text], text
-    elif path.exists():
-        name = path.stem
-    else:
-        known = ", ".join(bundled) or "none bundled yet"
-        looks_like_path = any(s in text for s in ("/", "\\", ".safetensors", ".pt"))
-        what = "No checkpoint file" if looks_like_path else "Unknown model"
-        raise TemDefectError(
-            f"{what} {text!r}; use a bundled name ({known}; see `temdefect models`) "
-            "or the path of a .safetensors checkpoint."
-        )
+    path, name = _checkpoint_path(name_or_path)
     spec, state, meta = read_checkpoint(path)
     module = build_module(spec, encoder_weights=None)
     try:
@@ -156,11 +144,7 @@ def model_threshold(name_or_model) -> float:
     checkpoint's metadata without building the network (0.5 when none is recorded)."""
     if isinstance(name_or_model, Model):
         return name_or_model.threshold
-    text = str(name_or_model).strip()
-    path = bundled_paths().get(text) or Path(text).expanduser()
-    if not Path(path).is_file():
-        load_model(text, device="cpu")  # raises the clear "unknown model" error
-    return recorded_threshold(read_metadata(path))
+    return recorded_threshold(read_metadata(_checkpoint_path(name_or_model)[0]))
 
 
 def save_model(model: Model, path, overwrite: bool = False, half: bool = False, **extra) -> Path:

@@ -18,6 +18,8 @@ from .spec import ModelSpec
 
 META_KEY = "temdefect"
 FORMAT_VERSION = 1
+#: Operating threshold of a model whose checkpoint records none (the seed paper's).
+DEFAULT_THRESHOLD = 0.5
 
 
 def save_checkpoint(module, spec: ModelSpec, path, *, metadata: dict | None = None,
@@ -57,6 +59,19 @@ def read_metadata(path) -> dict:
                 f"{path.name} is not a valid checkpoint (corrupt or truncated safetensors file)."
             ) from exc
     return read_checkpoint(path)[2]
+
+
+def recorded_threshold(metadata: dict | None) -> float:
+    """The operating threshold a checkpoint's metadata records (key ``threshold``), else 0.5.
+
+    The bundled models record the threshold chosen by cross-validation (docs/evaluation.md);
+    a value outside (0, 1) or not a number is ignored."""
+    value = (metadata or {}).get("threshold")
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return DEFAULT_THRESHOLD
+    return value if 0.0 < value < 1.0 else DEFAULT_THRESHOLD
 
 
 def read_checkpoint(path) -> tuple[ModelSpec, dict, dict]:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
+
+from .checkpoint import read_metadata, recorded_threshold
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 #: Preferred default for the widget and CLI, first one present wins.
@@ -30,15 +31,10 @@ def bundled_paths() -> dict[str, Path]:
 
 def list_models() -> list[ModelInfo]:
     """Describe every bundled model without building it (reads the safetensors header only)."""
-    from safetensors import safe_open
-
     infos = []
     for name, path in bundled_paths().items():
-        with safe_open(str(path), framework="pt") as f:
-            meta = json.loads((f.metadata() or {}).get("temdefect", "{}"))
+        meta = read_metadata(path)
         spec = meta.get("spec", {})
-        from . import recorded_threshold
-
         infos.append(ModelInfo(
             name=name, path=path, description=meta.get("description", ""),
             classes=list(spec.get("classes", [])), arch=spec.get("arch", "?"),

@@ -226,7 +226,7 @@ class InferenceWidget(QWidget):
             return
         try:
             value = model_threshold(key)
-        except Exception:  # an unreadable file is reported when the user presses Run
+        except TemDefectError:  # an unreadable file is reported when the user presses Run
             return
         self.threshold_spin.setValue(value)
 
