@@ -67,6 +67,7 @@ def test_existing_outputs_are_kept_without_overwrite(tmp_path, tiny_checkpoint, 
 
 @pytest.mark.parametrize("problem,words", [
     ("unknown_model", "Unknown model"),
+    ("model_folder", "is a folder, not a checkpoint"),
     ("missing_image", "does not exist"),
     ("stack", "2D"),
     ("same_stem", "same output names"),
@@ -76,6 +77,8 @@ def test_mistakes_give_one_line(tmp_path, tiny_checkpoint, rng, capsys, problem,
     model, images = str(tiny_checkpoint), [str(img)]
     if problem == "unknown_model":
         model = "no-such-model"
+    elif problem == "model_folder":
+        model = str(tiny_checkpoint.parent)
     elif problem == "missing_image":
         images = [str(tmp_path / "nope.tif")]
     elif problem == "stack":

@@ -151,16 +151,11 @@ def model_reference(model) -> tuple[str | None, str]:
             h.update(key.encode())
             h.update(np.ascontiguousarray(value.detach().cpu().float().numpy()).tobytes())
         return None, h.hexdigest()
-    from ..models import bundled_paths
+    from ..models import bundled_paths, checkpoint_path
 
     text = str(model).strip()
-    bundled = bundled_paths()
-    path = bundled.get(text) or Path(text).expanduser()
-    if not Path(path).is_file():
-        from ..models import load_model
-
-        load_model(text, device="cpu")  # raises the clear "unknown model" error
-    return (text if text in bundled else str(Path(path).resolve())), sha256_file(path)
+    path, _ = checkpoint_path(text)  # one sentence for an unknown name or a missing file
+    return (text if text in bundled_paths() else str(path.resolve())), sha256_file(path)
 
 
 def image_dir(out_dir: Path, name: str) -> Path:

@@ -22,7 +22,8 @@ from .spec import ARCHITECTURES, ModelSpec
 
 __all__ = [
     "ARCHITECTURES", "Model", "ModelSpec", "create_model", "default_model_name",
-    "list_models", "load_model", "model_threshold", "save_model", "DEFAULT_THRESHOLD",
+    "checkpoint_path", "list_models", "load_model", "model_threshold", "save_model",
+    "DEFAULT_THRESHOLD",
 ]
 
 @dataclass
@@ -97,13 +98,21 @@ def create_model(spec: ModelSpec | dict | None = None, *, encoder_weights=None, 
     return model.to(device)
 
 
-def _checkpoint_path(name_or_path) -> tuple[Path, str]:
-    """(checkpoint file, model name) of a bundled name or a path; one sentence if neither."""
+def checkpoint_path(name_or_path) -> tuple[Path, str]:
+    """(checkpoint file, model name) of a bundled name or a path; one sentence if neither.
+
+    The one place that turns a ``--model`` / widget value into a file: :func:`load_model`,
+    :func:`model_threshold` and the batch runner's run key all use it."""
     text = str(name_or_path).strip()
     bundled = bundled_paths()
     path = Path(text).expanduser()
     if text in bundled:
         return bundled[text], text
+    if path.is_dir():
+        raise TemDefectError(
+            f"{text!r} is a folder, not a checkpoint; give the path of a .safetensors file "
+            "or a bundled name (see `temdefect models`)."
+        )
     if path.exists():
         return path, path.stem
     known = ", ".join(bundled) or "none bundled yet"
@@ -121,7 +130,7 @@ def load_model(name_or_path, device=None) -> Model:
 
     if isinstance(name_or_path, Model):
         return name_or_path.to(device) if device is not None else name_or_path
-    path, name = _checkpoint_path(name_or_path)
+    path, name = checkpoint_path(name_or_path)
     spec, state, meta = read_checkpoint(path)
     module = build_module(spec, encoder_weights=None)
     try:
@@ -144,7 +153,7 @@ def model_threshold(name_or_model) -> float:
     checkpoint's metadata without building the network (0.5 when none is recorded)."""
     if isinstance(name_or_model, Model):
         return name_or_model.threshold
-    return recorded_threshold(read_metadata(_checkpoint_path(name_or_model)[0]))
+    return recorded_threshold(read_metadata(checkpoint_path(name_or_model)[0]))
 
 
 def save_model(model: Model, path, overwrite: bool = False, half: bool = False, **extra) -> Path:
