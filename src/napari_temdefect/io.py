@@ -175,17 +175,27 @@ def read_image(path: str | os.PathLike) -> Micrograph:
     )
 
 
+#: keys ImageJ itself uses in its description; ``write_tiff(tags=...)`` may not set them
+_IMAGEJ_KEYS = frozenset({"ImageJ", "axes", "unit", "spacing", "images", "channels", "slices",
+                          "frames", "hyperstack", "mode", "loop", "finterval", "min", "max",
+                          "labels", "ranges", "Labels", "Ranges", "LUTs"})
+
+
 def write_tiff(
     path: str | os.PathLike,
     array,
     pixel_size_nm: float | None = None,
     overwrite: bool = False,
+    tags: dict | None = None,
 ) -> Path:
     """Write a 2D image or 3D stack as an ImageJ TIFF that carries ``pixel_size_nm``.
 
     uint8/uint16/float32 are kept; bool becomes uint8, other integers uint16 when they fit
     (float32 otherwise), float64 becomes float32. Written atomically; an existing file is only
-    replaced with ``overwrite=True``.
+    replaced with ``overwrite=True``. ``tags``: extra ``key=value`` pairs (str, int, float) in
+    the ImageJ description, read back by :func:`read_image` under
+    ``metadata["original"]["imagej"]``; the batch runner records the threshold
+    (:data:`THRESHOLD_TAG`) of the probability maps it writes.
     """
     import tifffile
 
@@ -201,10 +211,36 @@ def write_tiff(
             raise TemDefectError(f"Pixel size {pixel_size_nm!r} nm is not positive; give a size > 0.")
         kwargs["resolution"] = (1.0 / px, 1.0 / px)
         kwargs["metadata"]["unit"] = "nm"
+    for key, value in (tags or {}).items():
+        if not (isinstance(key, str) and key.isidentifier() and key not in _IMAGEJ_KEYS
+                and isinstance(value, (str, int, float)) and "\n" not in str(value)):
+            raise TemDefectError(f"Cannot store the TIFF tag {key!r}={value!r}; use a plain "
+                                 "name and a one-line string or a number.")
+        kwargs["metadata"][key] = value
     path = Path(path)
     with atomic_write(path, overwrite=overwrite, suffix=".tif") as tmp:
         tifffile.imwrite(tmp, arr, **kwargs)
     return path
+
+
+#: ImageJ-description key of the threshold a probability map was cut at (``temdefect predict``)
+THRESHOLD_TAG = "temdefect_threshold"
+
+
+def threshold_tags(threshold: float, model_name: str) -> dict:
+    """The ``write_tiff(tags=...)`` of a probability map cut at ``threshold`` by a model."""
+    return {THRESHOLD_TAG: float(threshold), "temdefect_model": " ".join(str(model_name).split())}
+
+
+def recorded_threshold(micrograph: "Micrograph") -> float | None:
+    """The threshold recorded (:data:`THRESHOLD_TAG`) in a probability-map TIFF that
+    ``temdefect predict`` / ``analyze`` wrote, or None."""
+    original = (micrograph.metadata or {}).get("original") or {}
+    try:
+        t = float((original.get("imagej") or {}).get(THRESHOLD_TAG))
+    except (TypeError, ValueError):
+        return None
+    return t if 0 < t < 1 else None
 
 
 # --------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from .errors import TemDefectError
-from .io import SUPPORTED_EXTENSIONS, Micrograph, read_image
+from .io import SUPPORTED_EXTENSIONS, Micrograph, read_image, recorded_threshold
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,9 @@ def _read(path):
 
 
 def layer_metadata(micrograph: Micrograph, source: str | None = None) -> dict:
-    """The metadata every calibrated image layer of this plugin carries."""
-    return {
+    """The metadata every calibrated image layer of this plugin carries (and, for a
+    probability map that ``temdefect predict`` wrote, the threshold it was cut at)."""
+    meta = {
         "pixel_size_nm": micrograph.pixel_size_nm,
         "calibrated": micrograph.pixel_size_nm is not None,
         "unit": "nm" if micrograph.pixel_size_nm is not None else "px",
@@ -56,6 +57,10 @@ def layer_metadata(micrograph: Micrograph, source: str | None = None) -> dict:
         "original_metadata": micrograph.metadata,
         "source": source if source is not None else micrograph.path,
     }
+    threshold = recorded_threshold(micrograph)
+    if threshold is not None:  # the Quantify panel cuts the map at the same threshold
+        meta["temdefect"] = {"threshold": threshold}
+    return meta
 
 
 def layer_data(micrograph: Micrograph) -> tuple:

@@ -92,3 +92,44 @@ def test_mistakes_give_one_line(tmp_path, tiny_checkpoint, rng, capsys, problem,
                    "--device", "cpu"])
     err = capsys.readouterr().err
     assert status == 2 and words in err and err.count("\n") == 1
+
+
+def test_probability_map_records_its_threshold_and_quantify_cuts_it_there(
+        tmp_path, tiny_model, rng):
+    """predict writes the (model's) threshold into the probability TIFF; quantify and the
+    reader use it, so the saved map gives the same objects as the saved mask."""
+    import pandas as pd
+
+    from napari_temdefect.io import read_image, recorded_threshold
+    from napari_temdefect.reader import layer_data
+
+    ckpt = tiny_model.save(tmp_path / "thr.safetensors", threshold=0.45)
+    img = _write_input(tmp_path / "img.tif", rng.integers(0, 255, (96, 96), dtype=np.uint8))
+    out = tmp_path / "out"
+    assert main(["predict", str(img), "--model", str(ckpt), "--out", str(out), "--device",
+                 "cpu", "--quiet"]) == 0
+    prob_path = out / "img_probability.tif"
+    assert recorded_threshold(read_image(prob_path)) == pytest.approx(0.45)
+    assert layer_data(read_image(prob_path))[1]["metadata"]["temdefect"]["threshold"] == \
+        pytest.approx(0.45)
+    prob = tifffile.imread(prob_path)
+    mask = tifffile.imread(out / "img_mask.tif")
+    assert np.array_equal(mask > 0, prob > 0.45)
+    assert (prob > 0.45).sum() != (prob > 0.5).sum()  # the two cuts differ on this map
+
+    def fraction(path, *extra):
+        csv = tmp_path / f"{path.stem}{len(extra)}.csv"
+        assert main(["quantify", str(path), "--kind", "blobs", "--min-size", "0", "--out",
+                     str(csv), "-q", *extra]) == 0
+        s = pd.read_csv(csv.with_name(f"{csv.stem}_summary.csv")).iloc[0]
+        return s["area_fraction"], s["threshold"]
+
+    from_mask, _ = fraction(out / "img_mask.tif")
+    from_prob, used = fraction(prob_path)
+    assert used == pytest.approx(0.45) and from_prob == pytest.approx(from_mask)
+    from_prob_05, used = fraction(prob_path, "--threshold", "0.5")
+    assert used == 0.5 and from_prob_05 == pytest.approx((prob > 0.5).mean())
+    # a probability map from elsewhere (no record) is cut at 0.5
+    from napari_temdefect.io import write_tiff
+    write_tiff(tmp_path / "other_probability.tif", prob)
+    assert fraction(tmp_path / "other_probability.tif")[1] == 0.5

@@ -158,3 +158,24 @@ def test_kind_is_preset_from_the_layer_classes(make_napari_viewer, qtbot):
     s = widget.result.summary.iloc[0]
     assert s["grain_count_including_border"] == 4 and s["grain_count"] == 0
     assert "g grains" in viewer.layers
+
+
+def test_threshold_follows_the_probability_layer(make_napari_viewer, qtbot):
+    """A probability layer predicted at the model's threshold is cut there, not at 0.5."""
+    viewer = make_napari_viewer()
+    prob = np.zeros((64, 64), np.float32)
+    prob[10:20, 10:20] = 0.9
+    prob[40:50, 40:50] = 0.4  # a blob only above the grain-boundary-style cut
+    viewer.add_image(prob, name="a probability", metadata={"temdefect": {"threshold": 0.3}})
+    viewer.add_image(prob, name="b plain")
+    widget = QuantifyWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.kind_combo.setCurrentText("blobs")
+    widget.layer_combo.setCurrentText("a probability")
+    assert widget.threshold.value() == pytest.approx(0.3)
+    run(widget, qtbot)
+    assert len(widget.result.objects) == 2
+    widget.layer_combo.setCurrentText("b plain")  # nothing recorded: the box keeps its value
+    widget.threshold.setValue(0.5)
+    run(widget, qtbot)
+    assert len(widget.result.objects) == 1

@@ -300,7 +300,7 @@ def _process_in_memory(path: Path, name: str, model, settings: BatchSettings, fo
     import numpy as np
 
     from ..inference import predict
-    from ..io import read_image, write_tiff
+    from ..io import read_image, threshold_tags, write_tiff
     from ..preprocess import as_2d_image
     from ..quantify import quantify
 
@@ -325,8 +325,11 @@ def _process_in_memory(path: Path, name: str, model, settings: BatchSettings, fo
         np.uint16 if labels.max(initial=0) < 65535 else np.uint32)
     if settings.save_probability:
         outputs[f"{name}_probability.tif"] = result.probability.astype(np.float32)
+    # the probability map records where it was cut, so `temdefect quantify` cuts it the same way
+    tags = {f"{name}_probability.tif": threshold_tags(result.threshold, model.name)}
     for file_name, array in outputs.items():
-        write_tiff(folder / file_name, array, pixel_size_nm=pixel_size, overwrite=True)
+        write_tiff(folder / file_name, array, pixel_size_nm=pixel_size, overwrite=True,
+                   tags=tags.get(file_name))
     outputs = list(outputs)
     return quant.summary, quant.objects, outputs
 

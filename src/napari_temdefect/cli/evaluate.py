@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .quantify import add_measure_arguments, check_consistent_calibration, image_name, \
-    measure_kwargs, read_input
+    read_input, threshold_kwargs
 
 
 def add_parser(sub):
@@ -71,12 +71,12 @@ def run(args) -> int:
 
     rows, seen = [], []
     for pred_path, truth_path, name in zip(preds, truths, names):
-        pred, px, _ = read_input(pred_path, args.pixel_size)
-        truth, px_truth, _ = read_input(truth_path, args.pixel_size)
+        pred, px, _, recorded = read_input(pred_path, args.pixel_size)
+        truth, px_truth, _, _ = read_input(truth_path, args.pixel_size)
         px = px if px is not None else px_truth
         seen.append((pred_path.name, px))
         check_consistent_calibration(seen)
-        kwargs = measure_kwargs(args)
+        kwargs = threshold_kwargs(args, recorded)
         kwargs.pop("thickness_nm")
         result = compare(pred, truth, args.kind, px, iou=args.iou, tolerance_px=args.tolerance,
                          image_name=name, **kwargs)

@@ -77,7 +77,7 @@ def _progress_printer(name: str, enabled: bool):
 
 def run(args) -> int:
     from ..errors import TemDefectError
-    from ..io import read_image, write_tiff
+    from ..io import read_image, threshold_tags, write_tiff
     from ..models import default_model_name, load_model
     from ..inference import predict
 
@@ -100,7 +100,8 @@ def run(args) -> int:
         probability = result.probability[0] if result.probability.shape[0] == 1 \
             else result.probability
         px = micrograph.pixel_size_nm
-        write_tiff(paths["probability"], probability, pixel_size_nm=px, overwrite=args.overwrite)
+        write_tiff(paths["probability"], probability, pixel_size_nm=px, overwrite=args.overwrite,
+                   tags=threshold_tags(result.threshold, model.name))
         write_tiff(paths["confidence"], result.confidence, pixel_size_nm=px,
                    overwrite=args.overwrite)
         write_tiff(paths["mask"], result.mask, pixel_size_nm=px, overwrite=args.overwrite)

@@ -53,8 +53,10 @@ def add_measure_arguments(p):
     p.add_argument("--min-size", type=int, default=None, metavar="PX",
                    help="drop smaller objects: area in px (blobs, grains) or skeleton length "
                         "in px (lines) (default: 5, 5, 20)")
-    p.add_argument("--threshold", type=float, default=0.5, metavar="T",
-                   help="probability at or above which a pixel is a defect (default 0.5)")
+    p.add_argument("--threshold", type=float, default=None, metavar="T",
+                   help="probability above which a pixel is a defect (default: the threshold "
+                        "recorded in a probability map by `temdefect predict`, i.e. the "
+                        "model's, else 0.5)")
     p.add_argument("--split", action="store_true",
                    help="split touching blobs with a distance-transform watershed (blobs)")
     p.add_argument("--gap", type=int, default=None, metavar="PX",
@@ -103,9 +105,10 @@ def select_class(data, class_index: int | None, name: str):
 
 
 def read_input(path: Path, pixel_size_nm: float | None, class_index: int | None = None):
-    """(data, pixel size in nm or None, confidence or None) of one input file."""
+    """(data, pixel size in nm or None, confidence or None, recorded threshold or None) of one
+    input file; the threshold is the one `temdefect predict` cut a probability map at."""
     from ..errors import TemDefectError
-    from ..io import read_image
+    from ..io import read_image, recorded_threshold
 
     micrograph = read_image(path)
     if micrograph.data.ndim > 3:
@@ -118,7 +121,16 @@ def read_input(path: Path, pixel_size_nm: float | None, class_index: int | None 
         sibling = path.with_name(f"{image_name(path)}_confidence{path.suffix}")
         if sibling.exists():
             confidence = read_image(sibling).data
-    return data, px, confidence
+    return data, px, confidence, recorded_threshold(micrograph)
+
+
+def threshold_kwargs(args, recorded: float | None) -> dict:
+    """``measure_kwargs`` with the threshold resolved: --threshold, else the one recorded in
+    the file, else 0.5."""
+    kwargs = measure_kwargs(args)
+    if kwargs["threshold"] is None:
+        kwargs["threshold"] = recorded if recorded is not None else 0.5
+    return kwargs
 
 
 def check_consistent_calibration(names_and_px):
@@ -153,11 +165,11 @@ def run(args) -> int:
 
     results, seen = [], []
     for path in inputs:
-        data, px, confidence = read_input(path, args.pixel_size, args.class_index)
+        data, px, confidence, recorded = read_input(path, args.pixel_size, args.class_index)
         seen.append((path.name, px))
         check_consistent_calibration(seen)
         results.append(quantify(data, args.kind, px, confidence=confidence,
-                                image_name=image_name(path), **measure_kwargs(args)))
+                                image_name=image_name(path), **threshold_kwargs(args, recorded)))
     objects = pd.concat([r.objects for r in results], ignore_index=True)
     summary = pd.concat([r.summary for r in results], ignore_index=True)
     write_csv(objects, out, overwrite=args.overwrite)

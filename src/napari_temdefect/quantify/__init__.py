@@ -101,7 +101,7 @@ def _interpret(data, threshold: float):
                     "(0..1), a binary mask, or integer instance labels.")
         else:
             prob = np.where(np.isfinite(a), a, 0).astype(np.float32)
-            return prob >= threshold, prob, None
+            return prob > threshold, prob, None  # the rule of predict()
     if np.issubdtype(a.dtype, np.integer):
         a = np.where(a == IGNORE_LABEL, 0, a)
         values = np.unique(a)

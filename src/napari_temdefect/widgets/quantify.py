@@ -64,6 +64,19 @@ def guess_kind(layer) -> str | None:
     return "blobs"
 
 
+def layer_threshold(layer) -> float | None:
+    """The threshold a probability layer was predicted at (``metadata["temdefect"]``, set by
+    the Inference widget and by the reader for maps that ``temdefect predict`` wrote)."""
+    if layer_kind(layer) != "image":
+        return None
+    value = ((getattr(layer, "metadata", {}) or {}).get("temdefect") or {}).get("threshold")
+    try:
+        t = float(value)
+    except (TypeError, ValueError):
+        return None
+    return t if 0 < t < 1 else None
+
+
 def viewer_camera(viewer):
     """The viewer's camera (``viewer.scene.camera`` from napari 0.9, ``viewer.camera`` before)."""
     scene = getattr(viewer, "scene", None)
@@ -157,8 +170,9 @@ class QuantifyWidget(QWidget):
         self.threshold.setRange(0.01, 0.99)
         self.threshold.setSingleStep(0.05)
         self.threshold.setValue(0.5)
-        self.threshold.setToolTip("Probability from which a pixel is a defect (probability "
-                                  "layers only).")
+        self.threshold.setToolTip("Probability above which a pixel is a defect (probability "
+                                  "layers only). Follows the threshold the layer was predicted "
+                                  "at (the model's operating threshold) when it records one.")
         form.addRow("Threshold:", self.threshold)
         self.split = QCheckBox("Split touching blobs (watershed)")
         form.addRow(self.split)
@@ -260,6 +274,9 @@ class QuantifyWidget(QWidget):
             return
         layer = self.viewer.layers[name]
         self.threshold.setEnabled(layer_kind(layer) == "image")  # probability maps only
+        recorded = layer_threshold(layer)
+        if recorded is not None:  # cut the map where the Inference widget / predict cut it
+            self.threshold.setValue(recorded)
         kind = guess_kind(layer)
         if kind is not None and not self._kind_touched:
             self.kind_combo.blockSignals(True)
