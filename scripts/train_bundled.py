@@ -50,11 +50,13 @@ DESCRIPTIONS = {
 #: Optimiser steps per model (batch 4 × 256²). A step budget, not a wall-clock one, so the
 #: weights do not depend on how busy the machine is. CV folds get exactly the final recipe.
 STEPS = {"grain-boundary": 1200, "bubble": 1200, "generic": 800}
+#: Scale augmentation of the shipped recipe (``TrainConfig.scale_range``; None: off).
+SCALE = None
 #: Synthetic images added to ``generic`` (kind, count); seeds 1000+ (tests use small seeds).
 SYNTHETIC = (("grains", 4), ("bubbles", 4), ("dislocations", 4))
 
 
-def recipe(steps: int, seed: int = 0, lr: float = 2e-3):
+def recipe(steps: int, seed: int = 0, lr: float = 2e-3, scale=None):
     """The recipe of every bundled model (project training code): all layers, BCE + Dice,
     D4 + intensity augmentation, AdamW with a cosine schedule, a small L2 penalty; the
     weights with the best validation loss (tiles held back from every image) are kept."""
@@ -63,7 +65,7 @@ def recipe(steps: int, seed: int = 0, lr: float = 2e-3):
     return TrainConfig(depth="all", freeze_bn=False, steps=steps, lr=lr, schedule="cosine",
                        l2=1e-5, batch_size=4, patch_size=256, val_fraction=0.1,
                        patience=None, eval_every=100, monitor="val_loss", seed=seed,
-                       device="cpu")
+                       device="cpu", scale_range=scale)
 
 
 def entries(kind: str, names=None, synthetic: bool = False):
@@ -96,7 +98,7 @@ INIT = {"generic": "grain-boundary"}
 
 
 def train_one(kind: str, train_entries, steps: int, name: str, arch: str = DEFAULT_SPEC,
-              init: Path | None = None, lr: float = 2e-3):
+              init: Path | None = None, lr: float = 2e-3, scale=None):
     from napari_temdefect.models import ModelSpec, load_model
     from napari_temdefect.training import TrainingSet, train
 
@@ -111,11 +113,18 @@ def train_one(kind: str, train_entries, steps: int, name: str, arch: str = DEFAU
             print(f"  [{name}] step {ev['step']:5d}  {clock():6.0f} s  train {ev['train_loss']}  "
                   f"val_loss {ev['val_loss']:.4f}  val_f1 {ev['val_f1']:.3f}", flush=True)
 
-    result = train(start, TrainingSet(train_entries), recipe(steps, lr=lr), name=name,
+    result = train(start, TrainingSet(train_entries), recipe(steps, lr=lr, scale=scale), name=name,
                    progress=progress)
     print(f"  [{name}] done: {result.steps} steps in {result.seconds:.0f} s, best step "
           f"{result.best_step} (val F1 {result.best_val_f1})", flush=True)
     return result
+
+
+def variant(arch: str, cont: bool = False, scale=None) -> str:
+    """The CV folder name of a recipe variant: ``<arch>[-scale][-cont]``."""
+    differs = (None if scale is None else tuple(scale)) != SCALE
+    return arch + ("-scale" if differs and scale is not None else
+                   "-noscale" if differs else "") + ("-cont" if cont else "")
 
 
 #: Learning rate of a continuation round (``--continue``): a second, lower cosine cycle.
@@ -123,13 +132,13 @@ CONTINUE_LR = 5e-4
 
 
 def run_cv(kind: str, steps: int, arch: str = DEFAULT_SPEC, folds=None,
-           cont: bool = False) -> dict:
+           cont: bool = False, scale=None) -> dict:
     """One model per fold (whole images held out), trained exactly like the final model.
 
     ``cont``: continue each fold's checkpoint for ``steps`` more steps at :data:`CONTINUE_LR`
     (written to ``cv/<arch>-cont/``), as ``--stage final --continue`` does for a shipped model.
     """
-    out_dir = RUNS / "cv" / (arch + ("-cont" if cont else ""))
+    out_dir = RUNS / "cv" / variant(arch, cont, scale)
     out_dir.mkdir(parents=True, exist_ok=True)
     all_names = [d["name"] for d in load_set(kind)]
     out = []
@@ -143,13 +152,14 @@ def run_cv(kind: str, steps: int, arch: str = DEFAULT_SPEC, folds=None,
             if not init.exists():
                 raise SystemExit(f"{init} is missing; run the cv stage first")
         result = train_one(kind, entries(kind, train_names), steps, f"{kind}-fold{k}", arch,
-                           init, lr=lr)
+                           init, lr=lr, scale=scale)
         path = out_dir / f"{kind}-fold{k}.safetensors"
         result.model.save(path, overwrite=True, half=False, held_out=held, train=train_names)
         out.append({"fold": k, "held_out": held, "train": train_names, "path": str(path),
                     **result.to_dict()})
-        write_json(RUNS / f"train_cv_{kind}_{arch}_fold{k}.json",
-                   {"model": kind, "arch": arch, "steps": steps, **out[-1]})
+        write_json(RUNS / f"train_cv_{kind}_{variant(arch, cont, scale)}_fold{k}.json",
+                   {"model": kind, "arch": arch, "steps": steps, "scale_range": scale,
+                    **out[-1]})
     return {"folds": out}
 
 
@@ -170,7 +180,7 @@ def _cv_metrics(kind: str, path: Path | None = None) -> dict | None:
 
 
 def run_final(kind: str, steps: int, arch: str = DEFAULT_SPEC,
-              weights_dir: Path = WEIGHTS, cont: bool = False) -> dict:
+              weights_dir: Path = WEIGHTS, cont: bool = False, scale=None) -> dict:
     train_entries = entries(kind, synthetic=(kind == "generic"))
     start, lr = None, 2e-3
     if cont:  # a second round on the shipped model itself
@@ -179,7 +189,7 @@ def run_final(kind: str, steps: int, arch: str = DEFAULT_SPEC,
         start, lr = weights_dir / f"{INIT[kind]}.safetensors", 1e-3
         if not start.exists():
             raise SystemExit(f"{start} is missing; train the {INIT[kind]} final model first")
-    result = train_one(kind, train_entries, steps, kind, arch, start, lr=lr)
+    result = train_one(kind, train_entries, steps, kind, arch, start, lr=lr, scale=scale)
     model = result.model
     model.name = kind
     path = model.save(
@@ -234,17 +244,21 @@ def main(argv=None) -> int:
     ap.add_argument("--continue", dest="cont", action="store_true",
                     help=f"continue the existing fold / shipped checkpoints for --steps more "
                          f"steps at lr {CONTINUE_LR:g} (a second cosine cycle)")
+    ap.add_argument("--scale", type=float, nargs=2, metavar=("LO", "HI"), default=SCALE,
+                    help="scale augmentation: patches from windows LO..HI × the patch size "
+                         f"(default {SCALE}); CV folds go to cv/<arch>-scale when it differs")
     args = ap.parse_args(argv)
+    scale = None if args.scale is None else tuple(args.scale)
     set_threads(args.threads)
     for kind in args.only:
         steps = args.steps or STEPS[kind]
         if args.stage in ("cv", "all") and kind in FOLDS:
             print(f"== {kind}: cross-validation, {len(FOLDS[kind])} folds × {steps} steps",
                   flush=True)
-            run_cv(kind, steps, args.arch, args.folds, cont=args.cont)
+            run_cv(kind, steps, args.arch, args.folds, cont=args.cont, scale=scale)
         if args.stage in ("final", "all"):
             print(f"== {kind}: final model, {steps} steps", flush=True)
-            run_final(kind, steps, args.arch, cont=args.cont)
+            run_final(kind, steps, args.arch, cont=args.cont, scale=scale)
         if args.stage == "stamp":
             stamp(kind, evaluation=args.evaluation)
     return 0

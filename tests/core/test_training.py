@@ -174,6 +174,46 @@ def test_sampler_prefers_corrected_regions():
     assert edited_share < 0.9  # the rest of the image is still sampled
 
 
+def _one_disk(size=512, radius=40):
+    yy, xx = np.mgrid[:size, :size]
+    lab = (((yy - size // 2) ** 2 + (xx - size // 2) ** 2) < radius ** 2).astype(np.uint8)
+    img = lab.astype(np.float32) * 2.0 + np.random.default_rng(0).normal(0, 0.1, lab.shape)
+    return img.astype(np.float32), lab
+
+
+@pytest.mark.parametrize("scale, size, radius, area_ratio", [
+    (None, 512, 40, 1.0), ((2.0, 2.0), 512, 40, 0.25), ((0.5, 0.5), 160, 12, 4.0)])
+def test_scale_augmentation_resizes_image_and_labels_together(scale, size, radius, area_ratio):
+    img, lab = _one_disk(size, radius)
+    prepared, _ = prepare_entries([TrainingEntry(img, lab)], 1, None, 128, 0.0,
+                                  np.random.default_rng(0))
+    sampler = PatchSampler(prepared, 128, np.random.default_rng(1), scale_range=scale)
+    areas = []
+    for _ in range(400):
+        im, tg, ok = sampler.sample()
+        assert im.shape == (128, 128) and tg.shape == (1, 128, 128) and ok.shape == (128, 128)
+        assert tg.dtype == prepared[0].target.dtype and ok.dtype == bool and ok.all()
+        # without scale augmentation the patch is a crop (a view) of the image, never resampled
+        assert np.shares_memory(im, prepared[0].image) == (scale is None)
+        m = tg[0] > 0
+        if not m.any() or m[0].any() or m[-1].any() or m[:, 0].any() or m[:, -1].any():
+            continue  # only patches holding the whole disk
+        assert im[m].mean() > im[~m].mean() + 0.5  # the image moved with the mask (normalised)
+        areas.append(int(m.sum()))
+    assert len(areas) >= 5
+    expected = np.pi * radius ** 2 * area_ratio
+    assert abs(np.median(areas) - expected) < 0.08 * expected
+
+
+def test_scale_range_is_validated(tiny_model, tset):
+    for bad in [(2.0, 1.0), (0.1, 1.0), ("a", "b"), (1.0,)]:
+        with pytest.raises(TemDefectError, match="scale_range"):
+            finetune(tiny_model, tset, TrainConfig(steps=1, scale_range=bad, **FAST))
+    result = finetune(tiny_model, tset, TrainConfig(steps=2, scale_range=(0.75, 1.33), **FAST))
+    assert result.steps == 2 and result.history
+    assert tiny_model.history[-1]["config"]["scale_range"] == (0.75, 1.33)
+
+
 # ---- the loop --------------------------------------------------------------------------------
 
 def test_early_stopping_keeps_the_best_weights(tiny_model, tset):

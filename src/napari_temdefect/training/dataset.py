@@ -367,19 +367,28 @@ def _val_tiles(fg, valid, patch, fraction, rng):
 
 
 class PatchSampler:
-    """Random patches, centred more often on defects and on the user's corrections."""
+    """Random patches, centred more often on defects and on the user's corrections.
 
-    def __init__(self, prepared, patch_size: int, rng: np.random.Generator):
+    ``scale_range=(lo, hi)``: each patch is cut from a window ``s`` times the patch size, with
+    ``s`` log-uniform in ``[lo, hi]``, and resampled to the patch size (image bilinear, masks
+    bilinear then cut at 0.5, the train/ignore mask nearest): the network sees the defects at
+    magnifications a factor ``1/hi``..``1/lo`` of the training images' own.
+    """
+
+    def __init__(self, prepared, patch_size: int, rng: np.random.Generator,
+                 scale_range: tuple[float, float] | None = None):
         self.prepared = prepared
         self.patch = patch_size
         self.rng = rng
+        self.scale_range = None if scale_range is None else (float(scale_range[0]),
+                                                             float(scale_range[1]))
         totals = np.array([p.weights[-1] if len(p.weights) else 0.0 for p in prepared])
         # each image is drawn about equally often, whatever its size
         self.image_p = (totals > 0) / max(1, np.count_nonzero(totals > 0))
 
-    def position(self) -> tuple[int, int, int]:
-        """(entry index, top, left) of a random patch."""
-        rng, P = self.rng, self.patch
+    def position(self, size: int | None = None) -> tuple[int, int, int]:
+        """(entry index, top, left) of a random ``size``-square window (default: the patch)."""
+        rng, P = self.rng, int(size or self.patch)
         k = int(rng.choice(len(self.prepared), p=self.image_p))
         p = self.prepared[k]
         cell = int(np.searchsorted(p.weights, rng.uniform(0, p.weights[-1]), side="right"))
@@ -387,14 +396,45 @@ class PatchSampler:
         cy = (cell // gw) * p.grid + int(rng.integers(p.grid))
         cx = (cell % gw) * p.grid + int(rng.integers(p.grid))
         h, w = p.image.shape
-        return k, int(np.clip(cy - P // 2, 0, h - P)), int(np.clip(cx - P // 2, 0, w - P))
+        return k, int(np.clip(cy - P // 2, 0, max(0, h - P))), int(np.clip(cx - P // 2, 0,
+                                                                             max(0, w - P)))
+
+    def _window(self) -> int:
+        if self.scale_range is None:
+            return self.patch
+        lo, hi = self.scale_range
+        s = float(np.exp(self.rng.uniform(np.log(lo), np.log(hi))))
+        smallest = min(min(p.image.shape) for p in self.prepared)
+        return int(max(8, min(round(self.patch * s), smallest)))
 
     def sample(self):
-        k, y, x = self.position()
+        size = self._window()
+        k, y, x = self.position(size)
         p = self.prepared[k]
-        sl = (slice(y, y + self.patch), slice(x, x + self.patch))
-        return p.image[sl], p.target[(slice(None),) + sl], p.train_ok[sl]
+        sl = (slice(y, y + size), slice(x, x + size))
+        image, target, ok = p.image[sl], p.target[(slice(None),) + sl], p.train_ok[sl]
+        if size != self.patch:
+            image, target, ok = _resample(image, target, ok, self.patch)
+        return image, target, ok
 
     def batch(self, n: int):
         items = [self.sample() for _ in range(n)]
         return ([i[0] for i in items], [i[1] for i in items], [i[2] for i in items])
+
+
+def _resample(image, target, ok, size: int):
+    """Resample a square window (image, (C, h, w) target, ok mask) to ``size`` × ``size``."""
+    from scipy import ndimage
+
+    f = size / image.shape[0]
+
+    def fit(a):  # zoom's rounding can miss by a pixel
+        a = a[..., :size, :size]
+        pad = [(0, 0)] * (a.ndim - 2) + [(0, size - a.shape[-2]), (0, size - a.shape[-1])]
+        return np.pad(a, pad, mode="edge") if any(q[1] for q in pad) else a
+
+    img = fit(ndimage.zoom(image.astype(np.float32), f, order=1, mode="nearest"))
+    tgt = np.stack([fit(ndimage.zoom(t.astype(np.float32), f, order=1, mode="nearest")) >= 0.5
+                    for t in target]).astype(target.dtype)
+    okr = fit(ndimage.zoom(ok.astype(np.uint8), f, order=0, mode="nearest")).astype(bool)
+    return img, tgt, okr

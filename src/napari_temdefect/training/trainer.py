@@ -65,6 +65,9 @@ class TrainConfig:
     device: str | None = None
     freeze_bn: bool = True
     augment: bool = True
+    #: scale augmentation: patches cut from windows (lo..hi) × patch_size and resampled, so the
+    #: model sees defects (lo..hi)× smaller/larger than in the images (None: off, as the paper)
+    scale_range: tuple[float, float] | None = None
     #: weight of positive pixels in the BCE (None: 1)
     pos_weight: float | None = None
     dice_weight: float = 1.0
@@ -105,6 +108,17 @@ class TrainConfig:
             raise TemDefectError("patience must be at least 1 evaluation (or None for never).")
         if self.eval_every is not None and int(self.eval_every) < 1:
             raise TemDefectError("eval_every must be at least 1 step.")
+        if self.scale_range is not None:
+            try:
+                lo, hi = (float(v) for v in self.scale_range)
+            except (TypeError, ValueError):
+                raise TemDefectError(
+                    f"scale_range must be two numbers (lo, hi), e.g. (0.75, 1.33); got "
+                    f"{self.scale_range!r}.") from None
+            if not (0.25 <= lo <= hi <= 4.0):
+                raise TemDefectError(
+                    f"scale_range must satisfy 0.25 <= lo <= hi <= 4 (got {lo}, {hi}).")
+            self.scale_range = (lo, hi)
         return self
 
     def to_dict(self) -> dict:
@@ -269,7 +283,7 @@ def _loop(model, tset, config, progress, cancel, device, kind):
         tset, n_classes, spec.normalization, patch, float(config.val_fraction), rng,
         edited_weight=float(config.edited_weight),
     )
-    sampler = PatchSampler(prepared, patch, rng)
+    sampler = PatchSampler(prepared, patch, rng, scale_range=config.scale_range)
     state = apply_freeze(module, config.depth, freeze_bn=config.freeze_bn)
     params = [p for p in module.parameters() if p.requires_grad]
     if not params:  # pragma: no cover - every policy trains the head
