@@ -90,6 +90,10 @@ def evaluate_image(model, image, truth, kind, tta=False) -> tuple[dict, np.ndarr
         row[f"pred_{k}"], row[f"true_{k}"] = pq[k], tq[k]
     sweep = {}
     for t in SWEEP:
+        if t == 0.5:  # the headline numbers above: the product's own mask at 0.5
+            sweep["0.5"] = {"pixel_f1": row["pixel_f1"], "boundary_f1_3px":
+                            row["boundary_f1_3px"], **{f"pred_{k}": v for k, v in pq.items()}}
+            continue
         m = prob > t
         q = _quant(m, kind)
         sweep[f"{t:g}"] = {"pixel_f1": pixel_f1(m, truth).f1,
