@@ -190,6 +190,7 @@ def run_final(kind: str, steps: int, arch: str = DEFAULT_SPEC,
         if not start.exists():
             raise SystemExit(f"{start} is missing; train the {INIT[kind]} final model first")
     result = train_one(kind, train_entries, steps, kind, arch, start, lr=lr, scale=scale)
+    Path(weights_dir).mkdir(parents=True, exist_ok=True)
     model = result.model
     model.name = kind
     path = model.save(
@@ -206,7 +207,8 @@ def run_final(kind: str, steps: int, arch: str = DEFAULT_SPEC,
     print(f"  wrote {path} ({size:.1f} MB)", flush=True)
     summary = {"model": kind, "steps": steps, "path": str(path), "size_mb": size,
                **result.to_dict()}
-    write_json(RUNS / f"train_final_{kind}.json", summary)
+    tag = "" if Path(weights_dir) == WEIGHTS else f"_{Path(weights_dir).name}"
+    write_json(RUNS / f"train_final_{kind}{tag}.json", summary)
     return summary
 
 
@@ -247,6 +249,10 @@ def main(argv=None) -> int:
     ap.add_argument("--scale", type=float, nargs=2, metavar=("LO", "HI"), default=SCALE,
                     help="scale augmentation: patches from windows LO..HI × the patch size "
                          f"(default {SCALE}); CV folds go to cv/<arch>-scale when it differs")
+    ap.add_argument("--weights-dir", type=Path, default=WEIGHTS,
+                    help="final/stamp: where the models are written and read (default: the "
+                         "package's weights folder; give another folder to train candidates "
+                         "without touching the shipped models)")
     args = ap.parse_args(argv)
     scale = None if args.scale is None else tuple(args.scale)
     set_threads(args.threads)
@@ -258,9 +264,10 @@ def main(argv=None) -> int:
             run_cv(kind, steps, args.arch, args.folds, cont=args.cont, scale=scale)
         if args.stage in ("final", "all"):
             print(f"== {kind}: final model, {steps} steps", flush=True)
-            run_final(kind, steps, args.arch, cont=args.cont, scale=scale)
+            run_final(kind, steps, args.arch, weights_dir=args.weights_dir, cont=args.cont,
+                      scale=scale)
         if args.stage == "stamp":
-            stamp(kind, evaluation=args.evaluation)
+            stamp(kind, weights_dir=args.weights_dir, evaluation=args.evaluation)
     return 0
 
 
