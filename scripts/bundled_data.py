@@ -45,9 +45,8 @@ SPECS = {
     "unet-mobilenet_v2": dict(arch="unet", encoder="mobilenet_v2",
                               options={"decoder_channels": [128, 64, 32, 16, 8]}),
 }
-#: The architecture of the shipped grain-boundary and bubble models (chosen by the 3-fold CV in
-#: docs/models.md). ``generic`` is a mobilenet_v2: it continues the mobilenet_v2
-#: grain-boundary model of the same recipe (see train_bundled.py).
+#: The architecture of the shipped models (chosen by the 3-fold CV in docs/models.md);
+#: ``generic`` continues the grain-boundary final, so it has the same one.
 DEFAULT_SPEC = "unet-resnet18"
 
 

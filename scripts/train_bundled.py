@@ -18,14 +18,9 @@ Stages:
   they are the held-out transfer type, see ``transfer_loops.py``), so train it last.
 * ``stamp``: copy the CV metrics into the shipped models' metadata (after evaluation).
 
-The shipped ``grain-boundary`` and ``bubble`` are U-Net / resnet18 (depth 4), the default
-``--arch``. The shipped ``generic`` continues the *mobilenet_v2* grain-boundary final of the
-same recipe (it predates the switch to resnet18, and the loops-transfer check was measured on
-it); reproduce it with::
-
-    python scripts/train_bundled.py --only grain-boundary generic --stage final \
-        --arch unet-mobilenet_v2 --weights-dir runs/bundled/final-mobilenet_v2
-    cp runs/bundled/final-mobilenet_v2/generic.safetensors src/napari_temdefect/models/weights/
+The shipped models are U-Net / resnet18 (depth 4), the default ``--arch``. They were trained
+into ``runs/bundled/final-resnet18`` (``--weights-dir``) and copied into the package once the
+CV, the loops transfer and the sample check had been read.
 
 The real data is read from ``../shared/data`` (or ``$TEMDEFECT_DATA``). Seeds are fixed and
 the budget is a number of optimiser steps, so a rerun on the same software gives the same

@@ -94,10 +94,14 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--source", default="generic",
+                    help="the pretrained start: a bundled name or a checkpoint path (a candidate)")
+    ap.add_argument("--out", type=Path, default=RUNS / "transfer_loops.json")
     args = ap.parse_args(argv)
     set_threads(args.threads)
-    runs = [run(args.steps, args.train, args.test, args.size, s) for s in args.seeds]
-    write_json(RUNS / "transfer_loops.json", {"runs": runs})
+    runs = [run(args.steps, args.train, args.test, args.size, s, source=args.source)
+            for s in args.seeds]
+    write_json(args.out, {"source": args.source, "runs": runs})
     print("\n| seed | pixel F1: generic / random / random, all layers | object F1: generic / "
           "random / random, all layers |")
     print("| ---: | --- | --- |")

@@ -18,8 +18,8 @@ from napari_temdefect.models.registry import bundled_paths
 BUNDLED = ("grain-boundary", "bubble", "generic")
 #: model -> (data folder, image, floor on pixel F1 at threshold 0.5)
 FLOORS = {
-    # measured 2026-12-01 on the shipped weights (resnet18 grain-boundary and bubble): 0.679,
-    # 0.889, generic 0.869; lowest held-out CV image (docs/evaluation.md): grain-boundary 0.661,
+    # measured 2026-12-01 on the shipped (resnet18) weights: grain-boundary 0.679, bubble 0.889,
+    # generic 0.877; lowest held-out CV image (docs/evaluation.md): grain-boundary 0.661,
     # bubble 0.822 (generic: not cross-validated)
     "grain-boundary": ("uo2_grain_boundaries", "gb9", 0.62),
     "bubble": ("he_bubbles", "bubble3", 0.80),
