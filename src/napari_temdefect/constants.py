@@ -7,3 +7,14 @@ IGNORE_LABEL = 65535
 
 #: Kinds of quantification.
 KINDS = ("blobs", "lines", "grains")
+
+
+def as_threshold(value) -> float | None:
+    """``value`` as a probability threshold strictly inside (0, 1), or None when it is not one
+    (missing, not a number, NaN, or out of range). Reads a threshold recorded in a checkpoint, a
+    TIFF or a layer's metadata."""
+    try:
+        t = float(value)
+    except (TypeError, ValueError):
+        return None
+    return t if 0.0 < t < 1.0 else None

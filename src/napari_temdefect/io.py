@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from .constants import as_threshold
 from .errors import TemDefectError
 from .files import atomic_write
 from .preprocess import collapse_channels
@@ -232,15 +233,11 @@ def threshold_tags(threshold: float, model_name: str) -> dict:
     return {THRESHOLD_TAG: float(threshold), "temdefect_model": " ".join(str(model_name).split())}
 
 
-def recorded_threshold(micrograph: "Micrograph") -> float | None:
+def map_threshold(micrograph: "Micrograph") -> float | None:
     """The threshold recorded (:data:`THRESHOLD_TAG`) in a probability-map TIFF that
     ``temdefect predict`` / ``analyze`` wrote, or None."""
     original = (micrograph.metadata or {}).get("original") or {}
-    try:
-        t = float((original.get("imagej") or {}).get(THRESHOLD_TAG))
-    except (TypeError, ValueError):
-        return None
-    return t if 0 < t < 1 else None
+    return as_threshold((original.get("imagej") or {}).get(THRESHOLD_TAG))
 
 
 # --------------------------------------------------------------------------------------------

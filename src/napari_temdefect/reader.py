@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from .errors import TemDefectError
-from .io import SUPPORTED_EXTENSIONS, Micrograph, read_image, recorded_threshold
+from .io import SUPPORTED_EXTENSIONS, Micrograph, map_threshold, read_image
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def layer_metadata(micrograph: Micrograph, source: str | None = None) -> dict:
         "original_metadata": micrograph.metadata,
         "source": source if source is not None else micrograph.path,
     }
-    threshold = recorded_threshold(micrograph)
+    threshold = map_threshold(micrograph)
     if threshold is not None:  # the Quantify panel cuts the map at the same threshold
         meta["temdefect"] = {"threshold": threshold}
     return meta

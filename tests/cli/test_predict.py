@@ -100,7 +100,7 @@ def test_probability_map_records_its_threshold_and_quantify_cuts_it_there(
     reader use it, so the saved map gives the same objects as the saved mask."""
     import pandas as pd
 
-    from napari_temdefect.io import read_image, recorded_threshold
+    from napari_temdefect.io import read_image, map_threshold
     from napari_temdefect.reader import layer_data
 
     ckpt = tiny_model.save(tmp_path / "thr.safetensors", threshold=0.45)
@@ -109,7 +109,7 @@ def test_probability_map_records_its_threshold_and_quantify_cuts_it_there(
     assert main(["predict", str(img), "--model", str(ckpt), "--out", str(out), "--device",
                  "cpu", "--quiet"]) == 0
     prob_path = out / "img_probability.tif"
-    assert recorded_threshold(read_image(prob_path)) == pytest.approx(0.45)
+    assert map_threshold(read_image(prob_path)) == pytest.approx(0.45)
     assert layer_data(read_image(prob_path))[1]["metadata"]["temdefect"]["threshold"] == \
         pytest.approx(0.45)
     prob = tifffile.imread(prob_path)

@@ -102,8 +102,8 @@ def test_serial_batch_writes_per_image_and_batch_tables(batch_setup, tmp_path, t
     for name in ("img0_mask.tif", "img0_labels.tif", "img0_probability.tif",
                  "img0_confidence.tif", "img0_objects.csv", "img0_summary.csv", "done.json"):
         assert (folder / name).is_file(), name
-    from napari_temdefect.io import read_image, recorded_threshold
-    assert recorded_threshold(read_image(folder / "img0_probability.tif")) == \
+    from napari_temdefect.io import read_image, map_threshold
+    assert map_threshold(read_image(folder / "img0_probability.tif")) == \
         pytest.approx(settings.threshold)  # `temdefect quantify` cuts it where the run did
     failures = pd.read_csv(out / "failures.csv")
     assert failures["image"].tolist() == ["broken"]

@@ -87,14 +87,14 @@ def test_write_tiff_refuses_to_overwrite_and_converts_dtypes(tmp_path, image):
 
 
 def test_write_tiff_tags_round_trip_and_bad_tags_are_refused(tmp_path, image):
-    from napari_temdefect.io import recorded_threshold, threshold_tags
+    from napari_temdefect.io import map_threshold, threshold_tags
 
     path = write_tiff(tmp_path / "p.tif", image.astype(np.float32) / 255, pixel_size_nm=0.5,
                       tags=threshold_tags(0.25, "grain\nboundary"))
     m = read_image(path)
-    assert recorded_threshold(m) == 0.25 and m.pixel_size_nm == pytest.approx(0.5)
+    assert map_threshold(m) == 0.25 and m.pixel_size_nm == pytest.approx(0.5)
     assert m.metadata["original"]["imagej"]["temdefect_model"] == "grain boundary"
-    assert recorded_threshold(read_image(write_tiff(tmp_path / "q.tif", image))) is None
+    assert map_threshold(read_image(write_tiff(tmp_path / "q.tif", image))) is None
     for bad in ({"unit": "px"}, {"two words": 1}, {"t": "a\nb"}, {"t": [1, 2]}):
         with pytest.raises(TemDefectError, match="TIFF tag"):
             write_tiff(tmp_path / "r.tif", image, tags=bad)

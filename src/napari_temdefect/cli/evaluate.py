@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .quantify import add_measure_arguments, check_consistent_calibration, image_name, \
-    read_input, threshold_kwargs
+    measure_kwargs, read_input
 
 
 def add_parser(sub):
@@ -76,7 +76,7 @@ def run(args) -> int:
         px = px if px is not None else px_truth
         seen.append((pred_path.name, px))
         check_consistent_calibration(seen)
-        kwargs = threshold_kwargs(args, recorded)
+        kwargs = measure_kwargs(args, recorded)
         kwargs.pop("thickness_nm")
         result = compare(pred, truth, args.kind, px, iou=args.iou, tolerance_px=args.tolerance,
                          image_name=name, **kwargs)

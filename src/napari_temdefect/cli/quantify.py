@@ -63,9 +63,13 @@ def add_measure_arguments(p):
                    help="bridge boundary gaps up to about 2×PX wide (grains; default 2)")
 
 
-def measure_kwargs(args) -> dict:
+def measure_kwargs(args, recorded: float | None = None) -> dict:
+    """quantify()'s keyword arguments from the measure options; the threshold is --threshold,
+    else ``recorded`` (the one a probability map records), else 0.5."""
+    threshold = args.threshold if args.threshold is not None else \
+        recorded if recorded is not None else 0.5
     return dict(thickness_nm=args.thickness, min_size_px=args.min_size,
-                threshold=args.threshold, split_touching=args.split, gap_px=args.gap)
+                threshold=threshold, split_touching=args.split, gap_px=args.gap)
 
 
 def image_name(path: Path) -> str:
@@ -108,7 +112,7 @@ def read_input(path: Path, pixel_size_nm: float | None, class_index: int | None 
     """(data, pixel size in nm or None, confidence or None, recorded threshold or None) of one
     input file; the threshold is the one `temdefect predict` cut a probability map at."""
     from ..errors import TemDefectError
-    from ..io import read_image, recorded_threshold
+    from ..io import map_threshold, read_image
 
     micrograph = read_image(path)
     if micrograph.data.ndim > 3:
@@ -121,16 +125,8 @@ def read_input(path: Path, pixel_size_nm: float | None, class_index: int | None 
         sibling = path.with_name(f"{image_name(path)}_confidence{path.suffix}")
         if sibling.exists():
             confidence = read_image(sibling).data
-    return data, px, confidence, recorded_threshold(micrograph)
+    return data, px, confidence, map_threshold(micrograph)
 
-
-def threshold_kwargs(args, recorded: float | None) -> dict:
-    """``measure_kwargs`` with the threshold resolved: --threshold, else the one recorded in
-    the file, else 0.5."""
-    kwargs = measure_kwargs(args)
-    if kwargs["threshold"] is None:
-        kwargs["threshold"] = recorded if recorded is not None else 0.5
-    return kwargs
 
 
 def check_consistent_calibration(names_and_px):
@@ -169,7 +165,7 @@ def run(args) -> int:
         seen.append((path.name, px))
         check_consistent_calibration(seen)
         results.append(quantify(data, args.kind, px, confidence=confidence,
-                                image_name=image_name(path), **threshold_kwargs(args, recorded)))
+                                image_name=image_name(path), **measure_kwargs(args, recorded)))
     objects = pd.concat([r.objects for r in results], ignore_index=True)
     summary = pd.concat([r.summary for r in results], ignore_index=True)
     write_csv(objects, out, overwrite=args.overwrite)

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from .._version import __version__
+from ..constants import as_threshold
 from ..errors import TemDefectError
 from ..files import atomic_write
 from .spec import ModelSpec
@@ -66,12 +67,8 @@ def recorded_threshold(metadata: dict | None) -> float:
 
     The bundled models record the threshold chosen by cross-validation (docs/evaluation.md);
     a value outside (0, 1) or not a number is ignored."""
-    value = (metadata or {}).get("threshold")
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return DEFAULT_THRESHOLD
-    return value if 0.0 < value < 1.0 else DEFAULT_THRESHOLD
+    t = as_threshold((metadata or {}).get("threshold"))
+    return DEFAULT_THRESHOLD if t is None else t
 
 
 def read_checkpoint(path) -> tuple[ModelSpec, dict, dict]:

@@ -382,6 +382,8 @@ class PatchSampler:
         self.rng = rng
         self.scale_range = None if scale_range is None else (float(scale_range[0]),
                                                              float(scale_range[1]))
+        # a resampled window never exceeds the smallest image
+        self.largest_window = min(min(p.image.shape) for p in prepared) if prepared else 0
         totals = np.array([p.weights[-1] if len(p.weights) else 0.0 for p in prepared])
         # each image is drawn about equally often, whatever its size
         self.image_p = (totals > 0) / max(1, np.count_nonzero(totals > 0))
@@ -404,8 +406,7 @@ class PatchSampler:
             return self.patch
         lo, hi = self.scale_range
         s = float(np.exp(self.rng.uniform(np.log(lo), np.log(hi))))
-        smallest = min(min(p.image.shape) for p in self.prepared)
-        return int(max(8, min(round(self.patch * s), smallest)))
+        return int(max(8, min(round(self.patch * s), self.largest_window)))
 
     def sample(self):
         size = self._window()

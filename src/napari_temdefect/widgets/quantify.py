@@ -33,7 +33,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..constants import KINDS
+from ..constants import KINDS, as_threshold
 from ..errors import TemDefectError
 from ._common import layer_kind, layer_pixel_size, set_layer, show_error
 
@@ -69,12 +69,8 @@ def layer_threshold(layer) -> float | None:
     the Inference widget and by the reader for maps that ``temdefect predict`` wrote)."""
     if layer_kind(layer) != "image":
         return None
-    value = ((getattr(layer, "metadata", {}) or {}).get("temdefect") or {}).get("threshold")
-    try:
-        t = float(value)
-    except (TypeError, ValueError):
-        return None
-    return t if 0 < t < 1 else None
+    return as_threshold(
+        ((getattr(layer, "metadata", {}) or {}).get("temdefect") or {}).get("threshold"))
 
 
 def viewer_camera(viewer):
