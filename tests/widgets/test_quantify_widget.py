@@ -179,3 +179,27 @@ def test_threshold_follows_the_probability_layer(make_napari_viewer, qtbot):
     widget.threshold.setValue(0.5)
     run(widget, qtbot)
     assert len(widget.result.objects) == 1
+
+
+def test_docked_from_the_plugin_menu_it_sees_layer_kinds_through_napari_proxies(
+        make_napari_viewer, qtbot):
+    """Docked through napari's plugin machinery, the widget's viewer is a PublicOnlyProxy whose
+    layers[name] are proxies; the Threshold box must still follow a probability layer."""
+    from napari_temdefect.widgets._common import layer_kind
+
+    viewer = make_napari_viewer()
+    prob = np.zeros((64, 64), np.float32)
+    prob[10:20, 10:20] = 0.9
+    prob[40:50, 40:50] = 0.4
+    viewer.add_image(prob, name="a probability", metadata={"temdefect": {"threshold": 0.3}})
+    viewer.add_labels((prob > 0.5).astype(np.uint8), name="a defects")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-temdefect", "Quantification")
+    assert layer_kind(widget.viewer.layers["a probability"]) == "image"
+    assert layer_kind(widget.viewer.layers["a defects"]) == "labels"
+    widget.kind_combo.setCurrentText("blobs")
+    widget.layer_combo.setCurrentText("a probability")
+    assert widget.threshold.isEnabled() and widget.threshold.value() == pytest.approx(0.3)
+    run(widget, qtbot)
+    assert len(widget.result.objects) == 2
+    widget.layer_combo.setCurrentText("a defects")
+    assert not widget.threshold.isEnabled()  # a labels layer is already cut

@@ -41,11 +41,15 @@ _LAYER_NAMES = {"Image", "Labels", "Points", "Shapes", "Surface", "Tracks", "Vec
 
 
 def layer_kind(layer) -> str:
-    """'image', 'labels', 'points', … for a napari layer (without private attributes)."""
-    for cls in type(layer).__mro__:
+    """'image', 'labels', 'points', … for a napari layer (without private attributes).
+
+    ``layer.__class__``, not ``type(layer)``: a plugin widget's viewer is napari's
+    ``PublicOnlyProxy``, whose ``layers[name]`` returns proxies; they report the wrapped
+    layer's class there, while ``type()`` would give the proxy's."""
+    for cls in layer.__class__.__mro__:
         if cls.__name__ in _LAYER_NAMES and cls.__module__.startswith("napari."):
             return cls.__name__.lower()
-    return type(layer).__name__.lower()
+    return layer.__class__.__name__.lower()
 
 
 def set_layer(viewer, name: str, data, kind: str = "image", **kwargs):
