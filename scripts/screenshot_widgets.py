@@ -137,7 +137,10 @@ def main(argv=None) -> int:
     _, corr = viewer.window.add_plugin_dock_widget("napari-temdefect", "Corrections")
     _, fine = viewer.window.add_plugin_dock_widget("napari-temdefect", "Fine-tune")
     result = predict(model, image, threshold=0.5, device="cpu")
-    fine._show_prediction("bubble2", result)
+    from napari_temdefect.widgets._results import prepare_labels, show_prediction
+
+    show_prediction(viewer, viewer.layers["bubble2"], result, model.name,
+                    *prepare_labels(result), ask_replace=lambda name: True)
     corr._refresh_layers()
     layer = viewer.layers["bubble2 defects"]
     viewer.layers["bubble2 confidence"].visible = False

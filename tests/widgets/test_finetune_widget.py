@@ -27,12 +27,14 @@ def setup(make_napari_viewer, qtbot, tiny_model):
     from napari_temdefect.widgets._session import get_session
     from napari_temdefect.widgets.finetune import FinetuneWidget
 
+    from napari_temdefect.widgets._results import prepare_labels, show_prediction
+
     viewer = make_napari_viewer()
     image, mask = _scene()
-    viewer.add_image(image, name="img")
+    img = viewer.add_image(image, name="img", scale=(2.0, 2.0), units=("nm", "nm"))
     result = predict(tiny_model, image, threshold=0.5, device="cpu")
-    viewer.add_image(result.probability[0], name="img probability")
-    viewer.add_labels(core.instances_from_mask(result.mask).astype(np.int32), name="img defects")
+    show_prediction(viewer, img, result, "tiny", *prepare_labels(result),
+                    ask_replace=lambda name: pytest.fail(f"asked to replace {name}"))
     session = get_session(viewer)
     session.model, session.model_key = tiny_model, "tiny"
     session.predictions["img"] = result
@@ -74,6 +76,48 @@ def test_finetune_runs_in_worker_plots_and_updates_layers(setup, qtbot):
     assert sorted(ly.name for ly in viewer.layers) == [
         "img", "img confidence", "img defects", "img probability"]  # updated, not piled up
     assert widget.train_btn.isEnabled() and widget.revert_btn.isEnabled()
+    # without the Inference widget the layers still carry the image's geometry and the
+    # threshold the mask was cut at (the Quantify panel reads it)
+    for suffix in (" probability", " confidence", " defects"):
+        layer = viewer.layers["img" + suffix]
+        assert tuple(layer.units) == tuple(viewer.layers["img"].units)
+        assert tuple(layer.scale) == (2.0, 2.0)
+        assert layer.metadata["temdefect"]["threshold"] == 0.5
+
+
+@pytest.mark.parametrize("replace", [True, False])
+def test_rerun_without_inference_widget_asks_before_replacing_edits(setup, qtbot, monkeypatch,
+                                                                    replace):
+    viewer, widget, session = setup
+    layer = viewer.layers["img defects"]
+    edited = np.asarray(layer.data).copy()
+    edited[:20, :20] = 77  # the user paints a new object
+    layer.data = edited
+    asked = []
+    monkeypatch.setattr(widget, "ask_replace_edited",
+                        lambda name: asked.append(name) or replace)
+    widget.budget_steps.setValue(2)
+    worker = widget.start()
+    with qtbot.waitSignal(worker.finished, timeout=120_000):
+        pass
+    qtbot.waitUntil(lambda: widget.inference_worker is not None, timeout=10_000)
+    with qtbot.waitSignal(widget.inference_worker.finished, timeout=60_000):
+        pass
+    qtbot.waitUntil(lambda: bool(asked), timeout=10_000)
+    assert asked == ["img defects"]
+    if replace:  # replaced in place, one undo step brings the edit back
+        qtbot.waitUntil(lambda: 77 not in np.asarray(layer.data), timeout=10_000)
+        assert "img defects (2)" not in viewer.layers
+        layer.undo()
+        assert np.array_equal(layer.data, edited)
+    else:        # the user's labels stay untouched, the new result goes next to them
+        qtbot.waitUntil(lambda: "img defects (2)" in viewer.layers, timeout=10_000)
+        assert np.array_equal(layer.data, edited)
+        new = viewer.layers["img defects (2)"]
+        assert new.metadata["temdefect"]["model"] == session.model.name
+        assert new.metadata["temdefect"]["threshold"] == 0.5
+        assert tuple(new.units) == tuple(viewer.layers["img"].units)
+        assert tuple(new.scale) == (2.0, 2.0)
 
 
 def test_stop_keeps_best_weights_and_revert_restores_exactly(setup, qtbot):

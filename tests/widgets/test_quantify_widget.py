@@ -122,7 +122,7 @@ def test_lines_probability_layer_and_bad_input(make_napari_viewer, qtbot, monkey
     viewer = make_napari_viewer()
     prob = np.zeros((64, 240), np.float32)
     prob[30:33, 10:210] = 0.9  # centre line from column 10 to 209
-    viewer.add_image(prob, name="x probability", scale=(2.0, 2.0))
+    viewer.add_image(prob, name="x probability", scale=(2.0, 2.0), units=("nm", "nm"))
     widget = QuantifyWidget(viewer)
     qtbot.addWidget(widget)
     widget.layer_combo.setCurrentText("x probability")
@@ -131,6 +131,10 @@ def test_lines_probability_layer_and_bad_input(make_napari_viewer, qtbot, monkey
     run(widget, qtbot)
     assert widget.result.objects["length_nm"].iloc[0] == pytest.approx(199 * 2, rel=0.03)
     assert "x lines" in viewer.layers
+    # the result layer has the image's units, so the canvas keeps showing nm (a layer in
+    # pixels beside one in nm makes napari drop units with an "Inconsistent units" notice)
+    assert tuple(viewer.layers["x lines"].units) == tuple(viewer.layers["x probability"].units)
+    assert tuple(viewer.layers["x lines"].scale) == (2.0, 2.0)
     errors = []
     monkeypatch.setattr(mod, "show_error", errors.append)
     widget.pixel_size.setText("-1")

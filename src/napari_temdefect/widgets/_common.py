@@ -52,6 +52,15 @@ def layer_kind(layer) -> str:
     return layer.__class__.__name__.lower()
 
 
+def geometry(layer) -> dict:
+    """The scale, translate and units of a layer's two image axes, for the layers made from it.
+
+    Units travel too: napari stops using units on the canvas (with an "Inconsistent units
+    across layers" notice) as soon as one layer is in pixels and another in nm."""
+    return {"scale": tuple(layer.scale)[-2:], "translate": tuple(layer.translate)[-2:],
+            "units": tuple(layer.units)[-2:]}
+
+
 def set_layer(viewer, name: str, data, kind: str = "image", **kwargs):
     """Update the layer called ``name`` in place, or add it if it does not exist yet.
 

@@ -22,7 +22,9 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import TemDefectError
-from ._common import set_layer, show_error
+from ._common import show_error
+from ._results import ask_replace_edited, prepare_labels, show_prediction
+from .inference import layer_image
 from . import _avoid_llvm_clash
 from ._session import get_session, get_signals
 
@@ -438,49 +440,41 @@ class FinetuneWidget(QWidget):
         return worker
 
     def _predict_in_worker(self, name: str):
-        """Fallback when the Inference widget is not docked: same core call, same layers."""
+        """Fallback when the Inference widget is not docked: the same core call, and the same
+        layers, metadata and edited-labels question (:func:`._results.show_prediction`)."""
         from napari.qt.threading import thread_worker
 
         from ..inference import predict
 
         model = self.session.model
-        image = np.asarray(self.viewer.layers[name].data)
+        image_layer = self.viewer.layers[name]
+        image = layer_image(image_layer)
         known = ("tile", "overlap", "tta", "threshold", "device", "batch_size")
         settings = {k: v for k, v in (self.session.inference_settings or {}).items() if k in known}
+        defects = f"{name} defects"
+        defects_data = self.viewer.layers[defects].data if defects in self.viewer.layers else None
 
         @thread_worker(start_thread=False, ignore_errors=True)
         def run():
-            return predict(model, image, **settings)
+            result = predict(model, image, **settings)
+            return (result, *prepare_labels(result, defects_data))
 
         worker = run()
-        worker.returned.connect(lambda res: self._show_prediction(name, res))
+        worker.returned.connect(lambda out: self._show_prediction(image_layer, model, *out))
         worker.errored.connect(show_error)
         worker.start()
         return worker
 
-    def _show_prediction(self, name: str, result) -> None:
-        from .. import corrections as core
+    def ask_replace_edited(self, layer_name: str) -> bool:
+        """True to replace a defects layer the user has edited (one Ctrl-Z brings it back)."""
+        return ask_replace_edited(self, layer_name)
 
-        self.session.predictions[name] = result
-        src = self.viewer.layers[name]
-        geo = {"scale": tuple(src.scale)[-2:], "translate": tuple(src.translate)[-2:]}
-        prob = result.probability[0] if result.probability.shape[0] == 1 \
-            else result.probability.max(axis=0)
-        set_layer(self.viewer, f"{name} probability", prob, "image", colormap="magma",
-                  opacity=0.5, blending="additive", contrast_limits=(0, 1), **geo)
-        set_layer(self.viewer, f"{name} confidence", result.confidence, "image",
-                  colormap="viridis", visible=False, contrast_limits=(0, 1), **geo)
-        labels = core.instances_from_mask(result.mask).astype(np.int32)
-        lname = f"{name} defects"
-        if lname in self.viewer.layers and np.shape(self.viewer.layers[lname].data) == labels.shape:
-            layer = self.viewer.layers[lname]
-            old = np.asarray(layer.data)
-            changed = np.nonzero(old != labels.astype(old.dtype))
-            if changed[0].size:  # one undoable step: Ctrl-Z brings back the corrected labels
-                with layer.block_history():
-                    layer.data_setitem(changed, labels.astype(old.dtype)[changed])
-        else:
-            set_layer(self.viewer, lname, labels, "labels", **geo)
+    def _show_prediction(self, image_layer, model, result, labels, new_print, old_print):
+        if image_layer.name not in self.viewer.layers:  # closed while predicting
+            return
+        self.session.predictions[image_layer.name] = result
+        show_prediction(self.viewer, image_layer, result, model.name, labels, new_print,
+                        old_print, self.ask_replace_edited)
 
     # ------------------------------------------------------------------ save / revert
     def _confirm(self, text: str) -> bool:

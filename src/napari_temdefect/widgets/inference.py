@@ -18,7 +18,6 @@ The loaded model, the last result per image and the settings live in the viewer'
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from pathlib import Path
 
@@ -32,33 +31,11 @@ from qtpy.QtWidgets import (
 from napari.utils.notifications import show_warning
 
 from ..errors import TemDefectError
-from ._common import layer_kind, set_layer, show_error
+from ._common import layer_kind, show_error
+from ._results import OUTPUT_KEY, ask_replace_edited, prepare_labels, show_prediction
 from ._session import get_session, get_signals
 
 FROM_FILE = "From file…"
-OUTPUT_KEY = "temdefect"  # layer.metadata key marking layers this widget made
-
-
-def _fingerprint(data) -> str:
-    arr = np.ascontiguousarray(np.asarray(data))
-    return hashlib.blake2b(arr.view(np.uint8).reshape(-1), digest_size=16).hexdigest() + \
-        f"{arr.shape}{arr.dtype}"
-
-
-def instance_labels(mask: np.ndarray, n_classes: int = 1) -> np.ndarray:
-    """One id per connected object (8-connected), classes never merged; int32."""
-    from ..corrections import instances_from_mask
-
-    if n_classes == 1:
-        return instances_from_mask(mask, dtype=np.int32)
-    labels = np.zeros(mask.shape, dtype=np.int32)
-    offset = 0
-    for k in range(1, n_classes + 1):
-        lab = instances_from_mask(mask == k, dtype=np.int32)
-        n = int(lab.max())
-        labels[lab > 0] = lab[lab > 0] + offset
-        offset += n
-    return labels
 
 
 def layer_image(layer) -> np.ndarray:
@@ -350,9 +327,7 @@ class InferenceWidget(QWidget):
             used = model if model is not None else load_model(key, device=settings["device"])
             result = predict(used, image, progress=bridge.progress.emit, cancel=self._cancel,
                              **settings)
-            labels = instance_labels(result.mask, len(result.classes))
-            before = None if defects_data is None else _fingerprint(defects_data)
-            return used, result, labels, _fingerprint(labels), before
+            return (used, result, *prepare_labels(result, defects_data))
 
         self.worker = thread_worker(work, start_thread=False, ignore_errors=True)()
         self.worker.returned.connect(
@@ -389,14 +364,7 @@ class InferenceWidget(QWidget):
     # ------------------------------------------------------------------ results
     def ask_replace_edited(self, layer_name: str) -> bool:
         """True to replace a defects layer the user has edited (one Ctrl-Z brings it back)."""
-        answer = QMessageBox.question(
-            self, "napari-temdefect",
-            f"'{layer_name}' was edited since the last run. Replace it with the new result? "
-            "(Ctrl-Z undoes the replacement.) Choose No to keep your edits and put the new "
-            "result in a new layer.",
-            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
-            QMessageBox.StandardButton.No)
-        return answer == QMessageBox.StandardButton.Yes
+        return ask_replace_edited(self, layer_name)
 
     def _on_done(self, image_layer, key, settings, model, result, labels, new_print, old_print):
         name = image_layer.name
@@ -407,47 +375,9 @@ class InferenceWidget(QWidget):
             self.signals.model_changed.emit(session)
         session.predictions[name] = result
         session.inference_settings = dict(settings)
-        geo = {"scale": tuple(image_layer.scale)[-2:],
-               "translate": tuple(image_layer.translate)[-2:],
-               "units": tuple(image_layer.units)[-2:]}  # nm stays nm: no mixed-unit canvas
-        meta = {OUTPUT_KEY: {"image": name, "model": model.name, "classes": result.classes,
-                             "threshold": result.threshold, "tta": result.tta}}
-        prob = result.probability[0] if result.probability.shape[0] == 1 \
-            else result.probability.max(axis=0)
-        set_layer(self.viewer, f"{name} probability", prob, "image", colormap="magma",
-                  opacity=0.5, blending="additive", contrast_limits=(0, 1), metadata=meta, **geo)
-        set_layer(self.viewer, f"{name} confidence", result.confidence, "image",
-                  colormap="viridis", visible=False, contrast_limits=(0, 1), metadata=meta,
-                  **geo)
-        layer = self._write_defects(f"{name} defects", labels, new_print, old_print, meta, geo)
-        if np.asarray(layer.data).dtype != labels.dtype:  # kept the user's dtype: rare, re-hash
-            new_print = _fingerprint(layer.data)
-        layer.metadata = {**layer.metadata, OUTPUT_KEY: {**meta[OUTPUT_KEY],
-                                                         "fingerprint": new_print}}
+        layer = show_prediction(self.viewer, image_layer, result, model.name, labels,
+                                new_print, old_print, self.ask_replace_edited)
         n = int(labels.max())
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(1)
         self.status.setText(f"{result.summary()}. {n} defect object(s) in {layer.name!r}.")
-
-    def _write_defects(self, lname, labels, new_print, old_print, meta, geo):
-        viewer = self.viewer
-        if lname not in viewer.layers:
-            return set_layer(viewer, lname, labels, "labels", metadata=meta, **geo)
-        layer = viewer.layers[lname]
-        ours = (layer.metadata or {}).get(OUTPUT_KEY, {}).get("fingerprint")
-        edited = old_print is not None and ours != old_print
-        if edited and not self.ask_replace_edited(lname):
-            k = 2
-            while f"{lname} ({k})" in viewer.layers:
-                k += 1
-            return set_layer(viewer, f"{lname} ({k})", labels, "labels", metadata=meta, **geo)
-        old = layer.data
-        if layer_kind(layer) != "labels" or np.shape(old) != labels.shape:
-            return set_layer(viewer, lname, labels, "labels", metadata=meta, **geo)
-        new = labels.astype(np.asarray(old).dtype, copy=False)
-        changed = np.nonzero(np.asarray(old) != new)
-        if changed[0].size:  # one undoable step
-            layer.data_setitem(changed, new[changed])
-        layer.scale, layer.translate = geo["scale"], geo["translate"]
-        layer.units = geo["units"]
-        return layer

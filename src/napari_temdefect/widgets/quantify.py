@@ -35,7 +35,7 @@ from qtpy.QtWidgets import (
 
 from ..constants import KINDS, as_threshold
 from ..errors import TemDefectError
-from ._common import layer_kind, layer_pixel_size, set_layer, show_error
+from ._common import geometry, layer_kind, layer_pixel_size, set_layer, show_error
 
 NO_REFERENCE = "(none)"
 SUFFIXES = (" defects", " probability", " labels")
@@ -401,7 +401,7 @@ class QuantifyWidget(QWidget):
 
     def _on_done(self, layer, data, result, comparison):
         self.result, self.comparison = result, comparison
-        geo = {"scale": tuple(layer.scale)[-2:], "translate": tuple(layer.translate)[-2:]}
+        geo = geometry(layer)
         same = layer_kind(layer) == "labels" and result.labels.shape == data.shape and \
             np.array_equal(result.labels, np.where(result.labels > 0, data, 0))
         features = result.objects.drop(columns=list(_NOT_FEATURES)).rename(
