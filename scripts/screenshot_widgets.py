@@ -141,6 +141,7 @@ def main(argv=None) -> int:
 
     show_prediction(viewer, viewer.layers["bubble2"], result, model.name,
                     *prepare_labels(result), ask_replace=lambda name: True)
+    session.predictions["bubble2"] = result  # as Inference records it: Fine-tune re-predicts
     corr._refresh_layers()
     layer = viewer.layers["bubble2 defects"]
     viewer.layers["bubble2 confidence"].visible = False
@@ -148,16 +149,14 @@ def main(argv=None) -> int:
     viewer.camera.center = (256, 256)
     viewer.camera.zoom = 1.5
 
-    # a few corrections: add missed bubbles from the true mask in the top-left quarter, remove
-    # specks, mark a doubtful strip as ignore
+    # the user's pass over the image: add the missed bubbles, erase the false ones (here from
+    # the true mask), mark a doubtful strip as ignore; then the clean-up buttons
     from napari_temdefect import corrections as core
 
     labels = np.asarray(layer.data).copy()
-    quarter = np.zeros_like(true_mask)
-    quarter[:256, :256] = True
-    missed = true_mask & quarter & (labels == 0)
+    missed = true_mask & (labels == 0)
     labels[missed] = labels.max() + 1
-    labels = core.instances_from_mask((labels > 0) & ~(quarter & ~true_mask)).astype(np.int32)
+    labels = core.instances_from_mask((labels > 0) & true_mask).astype(np.int32)
     labels[470:500, 300:470] = IGNORE_LABEL
     layer.data = labels
     corr.min_size.setValue(15)
@@ -175,6 +174,7 @@ def main(argv=None) -> int:
     if "finetune" in args.only:
         show_only(viewer, "Fine-tune")
         fine.budget_steps.setValue(80)
+        fine.ask_replace_edited = lambda name: True  # the dialog's Yes: replace, Ctrl-Z undoes
         fine.batch.setValue(4)
         fine.patch.setCurrentText("128")
         worker = fine.start()
