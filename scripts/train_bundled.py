@@ -124,11 +124,25 @@ def train_one(kind: str, train_entries, steps: int, name: str, arch: str = DEFAU
     return result
 
 
-def variant(arch: str, cont: bool = False, scale=None) -> str:
-    """The CV folder name of a recipe variant: ``<arch>[-scale][-cont]``."""
+def variant(arch: str, cont: bool = False, scale=None, xinit: bool = False) -> str:
+    """The CV folder name of a recipe variant: ``<arch>[-scale][-cont][-xinit]``."""
     differs = (None if scale is None else tuple(scale)) != SCALE
     return arch + ("-scale" if differs and scale is not None else
-                   "-noscale" if differs else "") + ("-cont" if cont else "")
+                   "-noscale" if differs else "") + ("-cont" if cont else "") \
+        + ("-xinit" if xinit else "")
+
+
+#: ``--cross-init``: start each real-data model from the shipped model of the OTHER real set
+#: (a TEM-pretrained encoder and decoder in place of ImageNet, which is offline here). The
+#: source never saw an image of the target set, so the cross-validation stays clean.
+CROSS = {"grain-boundary": "bubble", "bubble": "grain-boundary"}
+
+
+def cross_source(kind: str) -> Path:
+    path = WEIGHTS / f"{CROSS[kind]}.safetensors"
+    if not path.exists():
+        raise SystemExit(f"{path} is missing; --cross-init needs the shipped {CROSS[kind]} model")
+    return path
 
 
 #: Learning rate of a continuation round (``--continue``): a second, lower cosine cycle.
@@ -136,13 +150,14 @@ CONTINUE_LR = 5e-4
 
 
 def run_cv(kind: str, steps: int, arch: str = DEFAULT_SPEC, folds=None,
-           cont: bool = False, scale=None) -> dict:
+           cont: bool = False, scale=None, xinit: bool = False) -> dict:
     """One model per fold (whole images held out), trained exactly like the final model.
 
     ``cont``: continue each fold's checkpoint for ``steps`` more steps at :data:`CONTINUE_LR`
     (written to ``cv/<arch>-cont/``), as ``--stage final --continue`` does for a shipped model.
     """
-    out_dir = RUNS / "cv" / variant(arch, cont, scale)
+    tag = variant(arch, cont, scale, xinit)
+    out_dir = RUNS / "cv" / tag
     out_dir.mkdir(parents=True, exist_ok=True)
     all_names = [d["name"] for d in load_set(kind)]
     out = []
@@ -155,13 +170,15 @@ def run_cv(kind: str, steps: int, arch: str = DEFAULT_SPEC, folds=None,
             init, lr = RUNS / "cv" / arch / f"{kind}-fold{k}.safetensors", CONTINUE_LR
             if not init.exists():
                 raise SystemExit(f"{init} is missing; run the cv stage first")
+        elif xinit:
+            init = cross_source(kind)
         result = train_one(kind, entries(kind, train_names), steps, f"{kind}-fold{k}", arch,
                            init, lr=lr, scale=scale)
         path = out_dir / f"{kind}-fold{k}.safetensors"
         result.model.save(path, overwrite=True, half=False, held_out=held, train=train_names)
         out.append({"fold": k, "held_out": held, "train": train_names, "path": str(path),
                     **result.to_dict()})
-        write_json(RUNS / f"train_cv_{kind}_{variant(arch, cont, scale)}_fold{k}.json",
+        write_json(RUNS / f"train_cv_{kind}_{tag}_fold{k}.json",
                    {"model": kind, "arch": arch, "steps": steps, "scale_range": scale,
                     **out[-1]})
     return {"folds": out}
@@ -184,11 +201,14 @@ def _cv_metrics(kind: str, path: Path | None = None) -> dict | None:
 
 
 def run_final(kind: str, steps: int, arch: str = DEFAULT_SPEC,
-              weights_dir: Path = WEIGHTS, cont: bool = False, scale=None) -> dict:
+              weights_dir: Path = WEIGHTS, cont: bool = False, scale=None,
+              xinit: bool = False) -> dict:
     train_entries = entries(kind, synthetic=(kind == "generic"))
     start, lr = None, 2e-3
     if cont:  # a second round on the shipped model itself
         start, lr = weights_dir / f"{kind}.safetensors", CONTINUE_LR
+    elif xinit and kind in CROSS:
+        start = cross_source(kind)
     elif kind in INIT:
         start, lr = weights_dir / f"{INIT[kind]}.safetensors", 1e-3
         if not start.exists():
@@ -205,6 +225,7 @@ def run_final(kind: str, steps: int, arch: str = DEFAULT_SPEC,
         training_pixel_size_nm=None,
         cv_metrics=_cv_metrics(kind),
         recipe="scripts/train_bundled.py --stage final --only " + kind
+               + (" --cross-init" if xinit and kind in CROSS else "")
                + (" (then --continue)" if cont else ""),
     )
     size = path.stat().st_size / 1e6
@@ -253,6 +274,9 @@ def main(argv=None) -> int:
     ap.add_argument("--scale", type=float, nargs=2, metavar=("LO", "HI"), default=SCALE,
                     help="scale augmentation: patches from windows LO..HI × the patch size "
                          f"(default {SCALE}); CV folds go to cv/<arch>-scale when it differs")
+    ap.add_argument("--cross-init", dest="xinit", action="store_true",
+                    help="start grain-boundary from the shipped bubble model and bubble from the "
+                         "shipped grain-boundary model (CV folder cv/<arch>-xinit)")
     ap.add_argument("--weights-dir", type=Path, default=WEIGHTS,
                     help="final/stamp: where the models are written and read (default: the "
                          "package's weights folder; give another folder to train candidates "
@@ -265,11 +289,12 @@ def main(argv=None) -> int:
         if args.stage in ("cv", "all") and kind in FOLDS:
             print(f"== {kind}: cross-validation, {len(FOLDS[kind])} folds × {steps} steps",
                   flush=True)
-            run_cv(kind, steps, args.arch, args.folds, cont=args.cont, scale=scale)
+            run_cv(kind, steps, args.arch, args.folds, cont=args.cont, scale=scale,
+                   xinit=args.xinit)
         if args.stage in ("final", "all"):
             print(f"== {kind}: final model, {steps} steps", flush=True)
             run_final(kind, steps, args.arch, weights_dir=args.weights_dir, cont=args.cont,
-                      scale=scale)
+                      scale=scale, xinit=args.xinit)
         if args.stage == "stamp":
             stamp(kind, weights_dir=args.weights_dir, evaluation=args.evaluation)
     return 0
