@@ -37,14 +37,14 @@ def load_pairs(dataset: str):
     return out
 
 
-def score(model, pairs, names, lines: bool, device):
+def score(model, pairs, names, lines: bool, device, threshold=None):
     from napari_temdefect.inference import predict
     from napari_temdefect.metrics import boundary_f1, pixel_f1
 
     out = {}
     for name in names:
         img, mask = pairs[name]
-        pred = predict(model, img, device=device).mask > 0
+        pred = predict(model, img, device=device, threshold=threshold).mask > 0
         out[name] = {"pixel_f1": pixel_f1(pred, mask).f1}
         if lines:
             out[name]["boundary_f1"] = boundary_f1(pred, mask, tolerance_px=3).f1
@@ -65,6 +65,9 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threshold", type=float, default=0.5,
+                    help="cut the maps here (default 0.5, the paper's metric); 0 or less: the "
+                         "model's own operating threshold, as the product uses it")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
 
@@ -83,7 +86,8 @@ def main(argv=None):
         sys.exit("--test must name images of the set that are not in --train")
     lines = args.dataset == "uo2_grain_boundaries"
     model = load_model(args.model, device=args.device)
-    before = score(model, pairs, test, lines, args.device)
+    threshold = args.threshold if args.threshold > 0 else None
+    before = score(model, pairs, test, lines, args.device, threshold)
     tset = TrainingSet([TrainingEntry(*pairs[n], name=n) for n in args.train])
     cfg = TrainConfig(depth=args.depth, steps=None if args.minutes else args.steps,
                       minutes=args.minutes, seed=args.seed, device=args.device)
@@ -92,11 +96,12 @@ def main(argv=None):
         f"  step {ev['step']:>4}  val loss {ev['val_loss']:.4f}  val F1 {ev['val_f1']:.3f}  "
         f"{ev['seconds']:.0f} s", flush=True))
     minutes = (time.perf_counter() - t0) / 60
-    after = score(model, pairs, test, lines, args.device)
+    after = score(model, pairs, test, lines, args.device, threshold)
 
     keys = ["pixel_f1"] + (["boundary_f1"] if lines else [])
     print(f"\n{args.model} fine-tuned on {args.dataset} {', '.join(args.train)} "
-          f"({res.steps} steps, kept step {res.best_step}, {minutes:.1f} min, depth {args.depth})\n")
+          f"({res.steps} steps, kept step {res.best_step}, {minutes:.1f} min, depth {args.depth}, "
+          f"maps cut at {threshold or model.threshold})\n")
     print("| test image | " + " | ".join(f"{k} before | {k} after" for k in keys) + " |")
     print("| --- |" + " ---: | ---: |" * len(keys))
     for n in test:

@@ -110,6 +110,10 @@ def train_one(kind: str, train_entries, steps: int, name: str, arch: str = DEFAU
     if init is not None:  # continue training another model
         start = load_model(init, device="cpu")
         start.name, start.spec.classes, start.parent = name, CLASSES[kind], str(init.name)
+        # the source's operating threshold and CV figures belong to it, not to this model
+        # (``--stage stamp`` writes this model's own); 0.5 until then
+        for key in ("threshold", "cv_metrics"):
+            start.metadata.pop(key, None)
     clock = Clock()
 
     def progress(ev):

@@ -233,6 +233,24 @@ def test_early_stopping_keeps_the_best_weights(tiny_model, tset):
     assert rec["data"] == ["disks0", "disks1"] and rec["config"]["depth"] == "deep"
 
 
+def test_validation_f1_is_scored_at_the_models_operating_threshold(tset):
+    """The panel's validation F1 must be the number the re-run shows: predict() cuts the map
+    at the model's recorded threshold, so the trainer does too (and records it)."""
+    starts = {}
+    for thr in (0.02, 0.98):
+        torch.manual_seed(0)
+        model = create_model(arch="unet", encoder="resnet18", device="cpu", name="tiny",
+                             options={"encoder_depth": 3, "decoder_channels": (32, 16, 8)})
+        model.metadata["threshold"] = thr
+        assert model.threshold == thr
+        res = finetune(model, tset, TrainConfig(steps=1, seed=0, **FAST))
+        starts[thr] = res.start_val_f1
+        assert model.history[-1]["val_f1_threshold"] == thr
+    # same weights, same tiles: only the cut differs (near 0: everything is a defect)
+    assert starts[0.02] != starts[0.98]
+    assert starts[0.02] > 0.05
+
+
 def test_cancel_stops_at_the_next_step(tiny_model, tset):
     stop = threading.Event()
     steps = []

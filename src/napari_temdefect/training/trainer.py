@@ -299,6 +299,9 @@ def _loop(model, tset, config, progress, cancel, device, kind):
     eval_every = int(config.eval_every) if config.eval_every else (
         max(5, total_steps // 20) if total_steps else 25)
     higher_better = config.monitor == "val_f1"
+    # validation F1 is scored where predict() will cut the map (the model's operating
+    # threshold, 0.5 unless its checkpoint records one), so the number matches the re-run
+    f1_threshold = float(model.threshold)
 
     pos_weight = None if config.pos_weight is None else torch.tensor(float(config.pos_weight),
                                                                      device=device)
@@ -331,7 +334,7 @@ def _loop(model, tset, config, progress, cancel, device, kind):
             p, t, k = prob[:, c] * keep[:, c], tgts[:, c] * keep[:, c], keep[:, c]
             dice = 1 - (2 * (p * t).sum() + 1) / (p.sum() + t.sum() + 1)
             loss += float(config.dice_weight) * dice / n_classes
-            f1s.append(pixel_f1(prob[:, c] >= 0.5, tgts[:, c] > 0, ignore=~k).f1)
+            f1s.append(pixel_f1(prob[:, c] > f1_threshold, tgts[:, c] > 0, ignore=~k).f1)
         return float(loss), float(np.mean(f1s))
 
     t0 = time.perf_counter()
@@ -464,6 +467,7 @@ def _loop(model, tset, config, progress, cancel, device, kind):
         "start_val_f1": result.start_val_f1,
         "best_val_loss": result.best_val_loss,
         "best_val_f1": result.best_val_f1,
+        "val_f1_threshold": f1_threshold,
         "seconds": result.seconds,
         "trainable_params": state.trainable,
         "evaluations": history,
