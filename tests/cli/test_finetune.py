@@ -61,6 +61,25 @@ def test_finetune_writes_a_checkpoint_that_predict_loads(tmp_path, tiny_checkpoi
     assert out.stat().st_mtime_ns == stamp
 
 
+def test_finetune_records_the_operating_threshold(tmp_path, tiny_model, capsys):
+    """The parent's threshold travels with the weights unless --threshold sets another."""
+    parent = tiny_model.save(tmp_path / "parent.safetensors", threshold=0.25)
+    assert load_model(parent, device="cpu").threshold == 0.25
+    i1, l1, _ = write_pair(tmp_path, "a", 1)
+    args = ["finetune", "--model", str(parent), "--images", str(i1), "--labels", str(l1), *FAST]
+    assert main([*args, "--out", str(tmp_path / "kept.safetensors")]) == 0
+    assert "operating threshold 0.25 (the parent's" in capsys.readouterr().out
+    assert load_model(tmp_path / "kept.safetensors", device="cpu").threshold == 0.25
+    assert main([*args, "--out", str(tmp_path / "set.safetensors"), "--threshold", "0.5"]) == 0
+    assert "operating threshold 0.5 (as --threshold gave)" in capsys.readouterr().out
+    assert load_model(tmp_path / "set.safetensors", device="cpu").threshold == 0.5
+    # out of range: one line, before any training, nothing written
+    assert main([*args, "--out", str(tmp_path / "bad.safetensors"), "--threshold", "1.5"]) == 2
+    err = capsys.readouterr().err
+    assert "--threshold must be between 0 and 1" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "bad.safetensors").exists()
+
+
 @pytest.mark.parametrize("problem, expected", [
     ("count", "give one label file per image"),
     ("empty", "contain no defects"),

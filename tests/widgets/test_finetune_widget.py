@@ -156,10 +156,12 @@ def test_save_model_writes_history_and_refuses_overwrite(setup, qtbot, tmp_path,
     with qtbot.waitSignal(worker.finished, timeout=120_000):
         pass
     qtbot.waitUntil(lambda: widget.result is not None, timeout=10_000)
+    session.inference_settings["threshold"] = 0.35  # the user's choice in the Inference panel
     path = widget.save_model(tmp_path / "tuned.safetensors")
     assert path is not None and path.exists()
     loaded = load_model(path, device="cpu")
     assert loaded.parent == "tiny" and loaded.history[-1]["kind"] == "finetune"
+    assert loaded.threshold == 0.35 and "operating threshold 0.35" in widget.status.text()
     assert loaded.history[-1]["steps"] == 3
     content = path.read_bytes()
     asked = []

@@ -73,6 +73,10 @@ def add_parser(sub):
                    help="bundled model name or .safetensors checkpoint (default: the default "
                         "bundled model)")
     add_training_args(p, default_depth="deep", default_steps_note=f"default {DEFAULT_STEPS}")
+    p.add_argument("--threshold", type=float, default=None, metavar="T",
+                   help="operating threshold to record in the new checkpoint, used by predict "
+                        "when none is given (default: the parent model's; set 0.5 when you "
+                        "fine-tune a model for another defect type)")
     p.set_defaults(func=run)
     return p
 
@@ -162,6 +166,7 @@ def report(result, out, quiet: bool) -> None:
 
 
 def run(args) -> int:
+    from ..constants import as_threshold
     from ..errors import TemDefectError
     from ..files import check_writable
     from ..models import default_model_name, load_model
@@ -171,6 +176,11 @@ def run(args) -> int:
     if out.suffix != ".safetensors":
         raise TemDefectError(f"Save checkpoints as .safetensors (got {out.name!r}).")
     check_writable(out, args.overwrite)  # fail now, not after minutes of training
+    threshold = None
+    if args.threshold is not None:
+        threshold = as_threshold(args.threshold)
+        if threshold is None:
+            raise TemDefectError(f"--threshold must be between 0 and 1 (got {args.threshold}).")
     name = args.model or default_model_name()
     if name is None:
         raise TemDefectError("No bundled model is installed; give --model PATH.safetensors.")
@@ -181,6 +191,12 @@ def run(args) -> int:
     result = finetune(model, tset, config, progress=progress_printer(not args.quiet))
     model.parent = parent
     model.name = out.stem
+    if threshold is not None:
+        model.metadata["threshold"] = threshold
     model.save(out, overwrite=args.overwrite)
     report(result, out, args.quiet)
+    if not args.quiet:
+        how = "as --threshold gave" if threshold is not None else \
+            "the parent's; --threshold changes it"
+        print(f"operating threshold {model.threshold:g} ({how})")
     return 0

@@ -21,6 +21,7 @@ from qtpy.QtWidgets import (
     QMessageBox, QProgressBar, QPushButton, QSpinBox, QVBoxLayout, QWidget,
 )
 
+from ..constants import as_threshold
 from ..errors import TemDefectError
 from ._common import show_error
 from ._results import ask_replace_edited, prepare_labels, show_prediction
@@ -505,16 +506,21 @@ class FinetuneWidget(QWidget):
                     self.status.setText(f"Not saved: {path.name} exists.")
                     return None
                 overwrite = True
-            name = model.name
+            name, before = model.name, dict(model.metadata)
             model.name = path.stem
+            # what the user saw is what loads later: the Inference panel's threshold becomes
+            # the checkpoint's operating threshold (else the parent's stays)
+            used = as_threshold((self.session.inference_settings or {}).get("threshold"))
+            if used is not None:
+                model.metadata["threshold"] = used
             try:
                 out = model.save(path, overwrite=overwrite)
             except Exception:
-                model.name = name
+                model.name, model.metadata = name, before
                 raise
             model.source = str(out)
             self.session.model_key = str(out)
-            self.status.setText(f"Saved {out}.")
+            self.status.setText(f"Saved {out} (operating threshold {model.threshold:g}).")
             self.signals.model_changed.emit(self.session)
             return out
         except Exception as exc:  # noqa: BLE001
