@@ -161,6 +161,8 @@ def run_cv(kind: str, steps: int, arch: str = DEFAULT_SPEC, folds=None,
     (written to ``cv/<arch>-cont/``), as ``--stage final --continue`` does for a shipped model.
     """
     tag = variant(arch, cont, scale, xinit)
+    if steps != STEPS[kind] and not cont:  # never overwrite the recipe's folds
+        tag += f"-{steps}steps"
     out_dir = RUNS / "cv" / tag
     out_dir.mkdir(parents=True, exist_ok=True)
     all_names = [d["name"] for d in load_set(kind)]

@@ -293,6 +293,23 @@ def test_same_seed_same_weights(tset):
     assert same(run(), run())
 
 
+def test_training_from_scratch_is_reproducible_from_the_seed(tset):
+    """train() builds the network itself, so its random init must come from config.seed too:
+    whatever the global torch RNG did before, the same seed gives the same weights."""
+    spec = dict(arch="unet", encoder="resnet18",
+                options={"encoder_depth": 3, "decoder_channels": (16, 8, 4)})
+
+    def run(seed, noise):
+        torch.manual_seed(noise)  # a caller's unrelated use of the global RNG
+        torch.rand(17)
+        res = train(spec, tset, TrainConfig(depth="all", freeze_bn=False, steps=2, seed=seed,
+                                            **FAST))
+        return weights(res.model)
+
+    assert same(run(3, noise=1), run(3, noise=2))
+    assert not same(run(3, noise=1), run(4, noise=1))
+
+
 def test_user_labels_are_never_modified(tiny_model):
     img, lab = disks(5)
     lab[0, :10] = 255

@@ -227,9 +227,14 @@ def train(spec_or_model, training_set, config: TrainConfig | None = None, *,
     if isinstance(spec_or_model, Model):
         model = spec_or_model
     else:
+        import torch
+
         config.validate()
-        model = create_model(spec_or_model, encoder_weights=encoder_weights, device="cpu",
-                             name=name)
+        # the random init is part of the run: seeded, so the same seed gives the same model
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(config.seed))
+            model = create_model(spec_or_model, encoder_weights=encoder_weights, device="cpu",
+                                 name=name)
     tset = check_training_inputs(model, training_set, config)
     sizes = [e.pixel_size_nm for e in tset]
     if model.spec.pixel_size_nm is None and sizes and all(s is not None for s in sizes):
