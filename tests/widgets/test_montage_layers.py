@@ -27,4 +27,5 @@ def test_montage_outputs_open_lazily(make_napari_viewer, tmp_path):
         layer = getattr(viewer, f"add_{kind}")(data, **kwargs)
         assert isinstance(layer.data, da.Array)  # nothing was loaded up front
         np.testing.assert_allclose(layer.scale, (0.5, 0.5))
+        assert tuple(str(u) for u in layer.units) == ("nanometer", "nanometer")
     assert viewer.layers["big_mask"].data[15, 15].compute() == 1

@@ -454,6 +454,8 @@ def lazy_layers(folder, name: str | None = None) -> list[tuple]:
         scale = (px, px) if px else (1.0, 1.0)
         data = da.from_zarr(node)
         kwargs = {"name": f"{prefix}{part}", "scale": scale}
+        if px:  # nm like the micrograph the reader opens, so napari keeps units on the canvas
+            kwargs["units"] = ("nm", "nm")
         if part == "probability":
             classes = node.attrs.get("classes") or []
             data = data[0] if data.shape[0] == 1 else data
