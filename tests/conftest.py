@@ -51,3 +51,18 @@ def tiny_model():
 @pytest.fixture
 def tiny_checkpoint(tmp_path, tiny_model) -> Path:
     return tiny_model.save(tmp_path / "tiny.safetensors")
+
+
+@pytest.fixture
+def finetune_and_repredict(qtbot):
+    """``run(widget)``: press the Fine-tune widget's button, wait for training, then for the
+    re-prediction it starts."""
+    def run(widget):
+        worker = widget.start()
+        assert worker is not None
+        with qtbot.waitSignal(worker.finished, timeout=120_000):
+            pass
+        qtbot.waitUntil(lambda: widget.inference_worker is not None, timeout=10_000)
+        with qtbot.waitSignal(widget.inference_worker.finished, timeout=120_000):
+            pass
+    return run

@@ -87,7 +87,8 @@ def test_finetune_runs_in_worker_plots_and_updates_layers(setup, qtbot):
 
 @pytest.mark.parametrize("replace", [True, False])
 def test_rerun_without_inference_widget_asks_before_replacing_edits(setup, qtbot, monkeypatch,
-                                                                    replace):
+                                                                    replace,
+                                                                    finetune_and_repredict):
     viewer, widget, session = setup
     layer = viewer.layers["img defects"]
     edited = np.asarray(layer.data).copy()
@@ -97,12 +98,7 @@ def test_rerun_without_inference_widget_asks_before_replacing_edits(setup, qtbot
     monkeypatch.setattr(widget, "ask_replace_edited",
                         lambda name: asked.append(name) or replace)
     widget.budget_steps.setValue(2)
-    worker = widget.start()
-    with qtbot.waitSignal(worker.finished, timeout=120_000):
-        pass
-    qtbot.waitUntil(lambda: widget.inference_worker is not None, timeout=10_000)
-    with qtbot.waitSignal(widget.inference_worker.finished, timeout=60_000):
-        pass
+    finetune_and_repredict(widget)
     qtbot.waitUntil(lambda: bool(asked), timeout=10_000)
     assert asked == ["img defects"]
     if replace:  # replaced in place, one undo step brings the edit back
@@ -226,7 +222,8 @@ def test_model_loads_after_a_shown_viewer(tmp_path):
     assert proc.returncode == 0 and "model ok" in proc.stdout, proc.stderr[-2000:]
 
 
-def test_loop_with_the_inference_widget(make_napari_viewer, qtbot, tiny_checkpoint, monkeypatch):
+def test_loop_with_the_inference_widget(make_napari_viewer, qtbot, tiny_checkpoint, monkeypatch,
+                                        finetune_and_repredict):
     """predict (Inference widget) -> correct -> add to training set -> fine-tune -> the
     Inference widget re-predicts the same image and its layers update in place."""
     from napari_temdefect.widgets._session import get_session
@@ -264,12 +261,7 @@ def test_loop_with_the_inference_widget(make_napari_viewer, qtbot, tiny_checkpoi
     fine.budget_steps.setValue(4)
     fine.batch.setValue(2)
     fine.patch.setCurrentText("128")
-    worker = fine.start()
-    with qtbot.waitSignal(worker.finished, timeout=120_000):
-        pass
-    qtbot.waitUntil(lambda: fine.inference_worker is not None, timeout=10_000)
-    with qtbot.waitSignal(fine.inference_worker.finished, timeout=120_000):
-        pass
+    finetune_and_repredict(fine)
     qtbot.waitUntil(lambda: not np.array_equal(viewer.layers["img probability"].data,
                                                prob_before), timeout=10_000)
     assert asked == ["img defects"]           # the edited labels were not replaced silently

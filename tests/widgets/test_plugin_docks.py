@@ -14,7 +14,8 @@ import pytest
 pytestmark = pytest.mark.gui
 
 
-def test_loop_through_plugin_docks(make_napari_viewer, qtbot, tiny_checkpoint, monkeypatch):
+def test_loop_through_plugin_docks(make_napari_viewer, qtbot, tiny_checkpoint, monkeypatch,
+                                   finetune_and_repredict):
     from napari_temdefect.widgets._session import get_session
 
     viewer = make_napari_viewer()
@@ -56,13 +57,7 @@ def test_loop_through_plugin_docks(make_napari_viewer, qtbot, tiny_checkpoint, m
     fine.budget_steps.setValue(2)
     fine.batch.setValue(2)
     fine.patch.setCurrentText("128")
-    worker = fine.start()
-    assert worker is not None
-    with qtbot.waitSignal(worker.finished, timeout=120_000):
-        pass
-    qtbot.waitUntil(lambda: fine.inference_worker is not None, timeout=10_000)
-    with qtbot.waitSignal(fine.inference_worker.finished, timeout=120_000):
-        pass
+    finetune_and_repredict(fine)
     qtbot.waitUntil(lambda: "synthetic bubbles defects (2)" in viewer.layers, timeout=10_000)
     assert asked == ["synthetic bubbles defects"]
     assert np.array_equal(defects.data, truth.data)  # the user's labels are untouched
