@@ -102,7 +102,7 @@ INIT = {"generic": "grain-boundary"}
 
 
 def train_one(kind: str, train_entries, steps: int, name: str, arch: str = DEFAULT_SPEC,
-              init: Path | None = None, lr: float = 2e-3, scale=None):
+              init: Path | None = None, lr: float = 2e-3, scale=None, seed: int = 0):
     from napari_temdefect.models import ModelSpec, load_model
     from napari_temdefect.training import TrainingSet, train
 
@@ -121,19 +121,21 @@ def train_one(kind: str, train_entries, steps: int, name: str, arch: str = DEFAU
             print(f"  [{name}] step {ev['step']:5d}  {clock():6.0f} s  train {ev['train_loss']}  "
                   f"val_loss {ev['val_loss']:.4f}  val_f1 {ev['val_f1']:.3f}", flush=True)
 
-    result = train(start, TrainingSet(train_entries), recipe(steps, lr=lr, scale=scale), name=name,
+    config = recipe(steps, seed=seed, lr=lr, scale=scale)
+    result = train(start, TrainingSet(train_entries), config, name=name,
                    progress=progress)
     print(f"  [{name}] done: {result.steps} steps in {result.seconds:.0f} s, best step "
           f"{result.best_step} (val F1 {result.best_val_f1})", flush=True)
     return result
 
 
-def variant(arch: str, cont: bool = False, scale=None, xinit: bool = False) -> str:
-    """The CV folder name of a recipe variant: ``<arch>[-scale][-cont][-xinit]``."""
+def variant(arch: str, cont: bool = False, scale=None, xinit: bool = False,
+            seed: int = 0) -> str:
+    """The CV folder name of a recipe variant: ``<arch>[-scale][-cont][-xinit][-seed<N>]``."""
     differs = (None if scale is None else tuple(scale)) != SCALE
     return arch + ("-scale" if differs and scale is not None else
                    "-noscale" if differs else "") + ("-cont" if cont else "") \
-        + ("-xinit" if xinit else "")
+        + ("-xinit" if xinit else "") + (f"-seed{seed}" if seed else "")
 
 
 #: ``--cross-init``: start each real-data model from the shipped model of the OTHER real set
@@ -154,13 +156,13 @@ CONTINUE_LR = 5e-4
 
 
 def run_cv(kind: str, steps: int, arch: str = DEFAULT_SPEC, folds=None,
-           cont: bool = False, scale=None, xinit: bool = False) -> dict:
+           cont: bool = False, scale=None, xinit: bool = False, seed: int = 0) -> dict:
     """One model per fold (whole images held out), trained exactly like the final model.
 
     ``cont``: continue each fold's checkpoint for ``steps`` more steps at :data:`CONTINUE_LR`
     (written to ``cv/<arch>-cont/``), as ``--stage final --continue`` does for a shipped model.
     """
-    tag = variant(arch, cont, scale, xinit)
+    tag = variant(arch, cont, scale, xinit, seed)
     if steps != STEPS[kind] and not cont:  # never overwrite the recipe's folds
         tag += f"-{steps}steps"
     out_dir = RUNS / "cv" / tag
@@ -179,14 +181,14 @@ def run_cv(kind: str, steps: int, arch: str = DEFAULT_SPEC, folds=None,
         elif xinit:
             init = cross_source(kind)
         result = train_one(kind, entries(kind, train_names), steps, f"{kind}-fold{k}", arch,
-                           init, lr=lr, scale=scale)
+                           init, lr=lr, scale=scale, seed=seed)
         path = out_dir / f"{kind}-fold{k}.safetensors"
         result.model.save(path, overwrite=True, half=False, held_out=held, train=train_names)
         out.append({"fold": k, "held_out": held, "train": train_names, "path": str(path),
                     **result.to_dict()})
         write_json(RUNS / f"train_cv_{kind}_{tag}_fold{k}.json",
                    {"model": kind, "arch": arch, "steps": steps, "scale_range": scale,
-                    **out[-1]})
+                    "seed": seed, **out[-1]})
     return {"folds": out}
 
 
@@ -208,7 +210,7 @@ def _cv_metrics(kind: str, path: Path | None = None) -> dict | None:
 
 def run_final(kind: str, steps: int, arch: str = DEFAULT_SPEC,
               weights_dir: Path = WEIGHTS, cont: bool = False, scale=None,
-              xinit: bool = False) -> dict:
+              xinit: bool = False, seed: int = 0) -> dict:
     train_entries = entries(kind, synthetic=(kind == "generic"))
     start, lr = None, 2e-3
     if cont:  # a second round on the shipped model itself
@@ -219,7 +221,8 @@ def run_final(kind: str, steps: int, arch: str = DEFAULT_SPEC,
         start, lr = weights_dir / f"{INIT[kind]}.safetensors", 1e-3
         if not start.exists():
             raise SystemExit(f"{start} is missing; train the {INIT[kind]} final model first")
-    result = train_one(kind, train_entries, steps, kind, arch, start, lr=lr, scale=scale)
+    result = train_one(kind, train_entries, steps, kind, arch, start, lr=lr, scale=scale,
+                       seed=seed)
     Path(weights_dir).mkdir(parents=True, exist_ok=True)
     model = result.model
     model.name = kind
@@ -283,6 +286,10 @@ def main(argv=None) -> int:
     ap.add_argument("--cross-init", dest="xinit", action="store_true",
                     help="start grain-boundary from the shipped bubble model and bubble from the "
                          "shipped grain-boundary model (CV folder cv/<arch>-xinit)")
+    ap.add_argument("--seed", type=int, default=0,
+                    help="seed of the random init, patch sampling and augmentation (default 0, "
+                         "the recipe's); CV folds of another seed go to cv/<arch>-seed<N>, to "
+                         "measure how much the held-out figures move from one init to another")
     ap.add_argument("--weights-dir", type=Path, default=WEIGHTS,
                     help="final/stamp: where the models are written and read (default: the "
                          "package's weights folder; give another folder to train candidates "
@@ -296,11 +303,11 @@ def main(argv=None) -> int:
             print(f"== {kind}: cross-validation, {len(FOLDS[kind])} folds × {steps} steps",
                   flush=True)
             run_cv(kind, steps, args.arch, args.folds, cont=args.cont, scale=scale,
-                   xinit=args.xinit)
+                   xinit=args.xinit, seed=args.seed)
         if args.stage in ("final", "all"):
             print(f"== {kind}: final model, {steps} steps", flush=True)
             run_final(kind, steps, args.arch, weights_dir=args.weights_dir, cont=args.cont,
-                      scale=scale, xinit=args.xinit)
+                      scale=scale, xinit=args.xinit, seed=args.seed)
         if args.stage == "stamp":
             stamp(kind, weights_dir=args.weights_dir, evaluation=args.evaluation)
     return 0
