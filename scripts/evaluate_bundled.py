@@ -207,12 +207,22 @@ def evaluate_samples(names=("generic", "bubble", "grain-boundary")) -> dict:
     return out
 
 
+def inverted(image: np.ndarray) -> np.ndarray:
+    """The micrograph with its contrast inverted, in its own dtype and range."""
+    lo, hi = image.min(), image.max()
+    return (hi - (image - lo)).astype(image.dtype) if np.issubdtype(image.dtype, np.integer) \
+        else (hi + lo - image)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--only", nargs="+", choices=sorted(FOLDS), default=sorted(FOLDS))
     ap.add_argument("--arch", default=DEFAULT_SPEC)
     ap.add_argument("--folds", type=int, nargs="+", default=None)
     ap.add_argument("--tta", action="store_true", help="D4 test-time augmentation (8× slower)")
+    ap.add_argument("--inverted", action="store_true",
+                    help="score the held-out images with their contrast inverted (how bubbles "
+                         "look on the other side of focus)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--figures", action="store_true", help="write docs/figures/calibration.png")
     ap.add_argument("--samples", action="store_true",
@@ -225,9 +235,10 @@ def main(argv=None) -> int:
         return 0
     from napari_temdefect.models import load_model
 
-    suffix = ("" if args.arch == DEFAULT_SPEC else f"_{args.arch}") + ("_tta" if args.tta else "")
+    flags = ("_tta" if args.tta else "") + ("_inverted" if args.inverted else "")
+    suffix = ("" if args.arch == DEFAULT_SPEC else f"_{args.arch}") + flags
     out_path = Path(args.out) if args.out else RUNS / f"evaluation{suffix}.json"
-    report = {"arch": args.arch, "tta": args.tta, "models": {}}
+    report = {"arch": args.arch, "tta": args.tta, "inverted": args.inverted, "models": {}}
     hists = {}
     for kind in args.only:
         data = {d["name"]: d for d in load_set(kind)}
@@ -242,16 +253,17 @@ def main(argv=None) -> int:
             model = None
             for name in held:
                 # per-image results are cached against the checkpoint's mtime (re-runs are cheap)
-                cache = RUNS / "eval_cache" / f"{args.arch}{'_tta' if args.tta else ''}" / \
-                    f"{kind}-fold{k}-{name}.json"
+                cache = RUNS / "eval_cache" / f"{args.arch}{flags}" / f"{kind}-fold{k}-{name}.json"
                 stamp = ckpt.stat().st_mtime
                 cached = json.loads(cache.read_text()) if cache.exists() else {}
                 if cached.get("mtime") == stamp and "sweep" in cached.get("row", {}):
                     row, h = cached["row"], np.array(cached["hist"])
                 else:
                     model = model or load_model(ckpt, device="cpu")
-                    row, h = evaluate_image(model, data[name]["image"], data[name]["mask"], kind,
-                                            args.tta)
+                    image = data[name]["image"]
+                    if args.inverted:
+                        image = inverted(image)
+                    row, h = evaluate_image(model, image, data[name]["mask"], kind, args.tta)
                     row.update(image=name, fold=k)
                     write_json(cache, {"mtime": stamp, "row": row, "hist": h})
                 rows.append(row)

@@ -56,11 +56,13 @@ DESCRIPTIONS = {
 STEPS = {"grain-boundary": 1200, "bubble": 1200, "generic": 800}
 #: Scale augmentation of the shipped recipe (``TrainConfig.scale_range``; None: off).
 SCALE = None
+#: Probability of a contrast-inverted training patch (``TrainConfig.invert``; 0: off).
+INVERT = 0.0
 #: Synthetic images added to ``generic`` (kind, count); seeds 1000+ (tests use small seeds).
 SYNTHETIC = (("grains", 4), ("bubbles", 4), ("dislocations", 4))
 
 
-def recipe(steps: int, seed: int = 0, lr: float = 2e-3, scale=None):
+def recipe(steps: int, seed: int = 0, lr: float = 2e-3, scale=None, invert: float = INVERT):
     """The recipe of every bundled model (project training code): all layers, BCE + Dice,
     D4 + intensity augmentation, AdamW with a cosine schedule, a small L2 penalty; the
     weights with the best validation loss (tiles held back from every image) are kept."""
@@ -69,7 +71,7 @@ def recipe(steps: int, seed: int = 0, lr: float = 2e-3, scale=None):
     return TrainConfig(depth="all", freeze_bn=False, steps=steps, lr=lr, schedule="cosine",
                        l2=1e-5, batch_size=4, patch_size=256, val_fraction=0.1,
                        patience=None, eval_every=100, monitor="val_loss", seed=seed,
-                       device="cpu", scale_range=scale)
+                       device="cpu", scale_range=scale, invert=invert)
 
 
 def entries(kind: str, names=None, synthetic: bool = False):
@@ -102,7 +104,8 @@ INIT = {"generic": "grain-boundary"}
 
 
 def train_one(kind: str, train_entries, steps: int, name: str, arch: str = DEFAULT_SPEC,
-              init: Path | None = None, lr: float = 2e-3, scale=None, seed: int = 0):
+              init: Path | None = None, lr: float = 2e-3, scale=None, seed: int = 0,
+              invert: float = INVERT):
     from napari_temdefect.models import ModelSpec, load_model
     from napari_temdefect.training import TrainingSet, train
 
@@ -121,7 +124,7 @@ def train_one(kind: str, train_entries, steps: int, name: str, arch: str = DEFAU
             print(f"  [{name}] step {ev['step']:5d}  {clock():6.0f} s  train {ev['train_loss']}  "
                   f"val_loss {ev['val_loss']:.4f}  val_f1 {ev['val_f1']:.3f}", flush=True)
 
-    config = recipe(steps, seed=seed, lr=lr, scale=scale)
+    config = recipe(steps, seed=seed, lr=lr, scale=scale, invert=invert)
     result = train(start, TrainingSet(train_entries), config, name=name,
                    progress=progress)
     print(f"  [{name}] done: {result.steps} steps in {result.seconds:.0f} s, best step "
@@ -130,12 +133,14 @@ def train_one(kind: str, train_entries, steps: int, name: str, arch: str = DEFAU
 
 
 def variant(arch: str, cont: bool = False, scale=None, xinit: bool = False,
-            seed: int = 0) -> str:
-    """The CV folder name of a recipe variant: ``<arch>[-scale][-cont][-xinit][-seed<N>]``."""
+            seed: int = 0, invert: float = INVERT) -> str:
+    """The CV folder name of a recipe variant:
+    ``<arch>[-scale][-cont][-xinit][-invert<P>][-seed<N>]``."""
     differs = (None if scale is None else tuple(scale)) != SCALE
     return arch + ("-scale" if differs and scale is not None else
                    "-noscale" if differs else "") + ("-cont" if cont else "") \
-        + ("-xinit" if xinit else "") + (f"-seed{seed}" if seed else "")
+        + ("-xinit" if xinit else "") + (f"-invert{invert:g}" if invert != INVERT else "") \
+        + (f"-seed{seed}" if seed else "")
 
 
 #: ``--cross-init``: start each real-data model from the shipped model of the OTHER real set
@@ -156,13 +161,14 @@ CONTINUE_LR = 5e-4
 
 
 def run_cv(kind: str, steps: int, arch: str = DEFAULT_SPEC, folds=None,
-           cont: bool = False, scale=None, xinit: bool = False, seed: int = 0) -> dict:
+           cont: bool = False, scale=None, xinit: bool = False, seed: int = 0,
+           invert: float = INVERT) -> dict:
     """One model per fold (whole images held out), trained exactly like the final model.
 
     ``cont``: continue each fold's checkpoint for ``steps`` more steps at :data:`CONTINUE_LR`
     (written to ``cv/<arch>-cont/``), as ``--stage final --continue`` does for a shipped model.
     """
-    tag = variant(arch, cont, scale, xinit, seed)
+    tag = variant(arch, cont, scale, xinit, seed, invert)
     if steps != STEPS[kind] and not cont:  # never overwrite the recipe's folds
         tag += f"-{steps}steps"
     out_dir = RUNS / "cv" / tag
@@ -181,14 +187,14 @@ def run_cv(kind: str, steps: int, arch: str = DEFAULT_SPEC, folds=None,
         elif xinit:
             init = cross_source(kind)
         result = train_one(kind, entries(kind, train_names), steps, f"{kind}-fold{k}", arch,
-                           init, lr=lr, scale=scale, seed=seed)
+                           init, lr=lr, scale=scale, seed=seed, invert=invert)
         path = out_dir / f"{kind}-fold{k}.safetensors"
         result.model.save(path, overwrite=True, half=False, held_out=held, train=train_names)
         out.append({"fold": k, "held_out": held, "train": train_names, "path": str(path),
                     **result.to_dict()})
         write_json(RUNS / f"train_cv_{kind}_{tag}_fold{k}.json",
                    {"model": kind, "arch": arch, "steps": steps, "scale_range": scale,
-                    "seed": seed, **out[-1]})
+                    "seed": seed, "invert": invert, **out[-1]})
     return {"folds": out}
 
 
@@ -210,7 +216,7 @@ def _cv_metrics(kind: str, path: Path | None = None) -> dict | None:
 
 def run_final(kind: str, steps: int, arch: str = DEFAULT_SPEC,
               weights_dir: Path = WEIGHTS, cont: bool = False, scale=None,
-              xinit: bool = False, seed: int = 0) -> dict:
+              xinit: bool = False, seed: int = 0, invert: float = INVERT) -> dict:
     train_entries = entries(kind, synthetic=(kind == "generic"))
     start, lr = None, 2e-3
     if cont:  # a second round on the shipped model itself
@@ -222,7 +228,7 @@ def run_final(kind: str, steps: int, arch: str = DEFAULT_SPEC,
         if not start.exists():
             raise SystemExit(f"{start} is missing; train the {INIT[kind]} final model first")
     result = train_one(kind, train_entries, steps, kind, arch, start, lr=lr, scale=scale,
-                       seed=seed)
+                       seed=seed, invert=invert)
     Path(weights_dir).mkdir(parents=True, exist_ok=True)
     model = result.model
     model.name = kind
@@ -286,6 +292,9 @@ def main(argv=None) -> int:
     ap.add_argument("--cross-init", dest="xinit", action="store_true",
                     help="start grain-boundary from the shipped bubble model and bubble from the "
                          "shipped grain-boundary model (CV folder cv/<arch>-xinit)")
+    ap.add_argument("--invert", type=float, default=INVERT, metavar="P",
+                    help=f"probability of a contrast-inverted training patch (default {INVERT:g}); "
+                         "CV folds go to cv/<arch>-invert<P> when it differs")
     ap.add_argument("--seed", type=int, default=0,
                     help="seed of the random init, patch sampling and augmentation (default 0, "
                          "the recipe's); CV folds of another seed go to cv/<arch>-seed<N>, to "
@@ -303,11 +312,11 @@ def main(argv=None) -> int:
             print(f"== {kind}: cross-validation, {len(FOLDS[kind])} folds × {steps} steps",
                   flush=True)
             run_cv(kind, steps, args.arch, args.folds, cont=args.cont, scale=scale,
-                   xinit=args.xinit, seed=args.seed)
+                   xinit=args.xinit, seed=args.seed, invert=args.invert)
         if args.stage in ("final", "all"):
             print(f"== {kind}: final model, {steps} steps", flush=True)
             run_final(kind, steps, args.arch, weights_dir=args.weights_dir, cont=args.cont,
-                      scale=scale, xinit=args.xinit, seed=args.seed)
+                      scale=scale, xinit=args.xinit, seed=args.seed, invert=args.invert)
         if args.stage == "stamp":
             stamp(kind, weights_dir=args.weights_dir, evaluation=args.evaluation)
     return 0

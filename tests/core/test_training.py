@@ -156,6 +156,42 @@ def test_d4_moves_image_and_labels_together():
     assert not np.array_equal(np.sort(jittered.ravel()), np.sort(img.ravel()))
 
 
+def test_contrast_inversion_gives_the_input_of_the_inverted_micrograph():
+    from napari_temdefect.preprocess import normalize_image
+    from napari_temdefect.training.augment import invert_contrast
+
+    raw = np.random.default_rng(1).gamma(2.0, 40.0, (64, 64)).astype(np.float32)
+    for norm in (None, {"method": "zscore"}):
+        np.testing.assert_allclose(invert_contrast(normalize_image(raw, norm), norm),
+                                   normalize_image(-raw, norm), atol=1e-5)
+    img = normalize_image(raw)
+    labels = (raw > 100).astype(np.uint8)
+    flipped = kept = 0
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        out, (lab,), k = augment_patch(img, [labels], rng, intensity=0.0, invert=0.5)
+        assert np.array_equal(lab, d4(labels, k))  # the labels never invert
+        if np.allclose(out, d4(1.0 - img, k)):
+            flipped += 1
+        elif np.array_equal(out, d4(img, k)):
+            kept += 1
+    assert flipped + kept == 200 and 70 < flipped < 130
+    # off (the default) draws nothing extra, so recipes without it give the same patches
+    a, b = np.random.default_rng(3), np.random.default_rng(3)
+    for _ in range(20):
+        out_a, _, _ = augment_patch(img, [], a)
+        out_b, _, _ = augment_patch(img, [], b, invert=0.0)
+        assert np.array_equal(out_a, out_b)
+
+
+def test_invert_probability_is_validated(tiny_model, tset):
+    for bad in (-0.1, 1.5):
+        with pytest.raises(TemDefectError, match="invert is a probability"):
+            finetune(tiny_model, tset, TrainConfig(steps=1, invert=bad, **FAST))
+    finetune(tiny_model, tset, TrainConfig(steps=2, invert=0.5, **FAST))
+    assert tiny_model.history[-1]["config"]["invert"] == 0.5
+
+
 def test_sampler_prefers_corrected_regions():
     img, lab = disks(4, size=256, n=4)
     edited = np.zeros(lab.shape, bool)

@@ -57,11 +57,29 @@ def jitter_intensity(image, rng: np.random.Generator, strength: float = 1.0):
     return out.astype(np.float32)
 
 
-def augment_patch(image, arrays, rng: np.random.Generator, intensity: float = 1.0):
+def invert_contrast(image, normalization: dict | None = None):
+    """The network input of the contrast-inverted micrograph, from a normalised patch.
+
+    With percentile normalisation (``(x − P_lo) / (P_hi − P_lo)``, lo + hi = 100 as the
+    default 1–99) inverting the raw image gives exactly ``1 − input``; with z-score it gives
+    ``−input``. This is how bubbles and voids look on the other side of focus (dark core,
+    bright Fresnel fringe, instead of bright core, dark fringe)."""
+    from ..preprocess import DEFAULT_NORMALIZATION
+
+    img = np.asarray(image, dtype=np.float32)
+    method = (normalization or DEFAULT_NORMALIZATION).get("method", "percentile")
+    return (-img if method == "zscore" else 1.0 - img).astype(np.float32)
+
+
+def augment_patch(image, arrays, rng: np.random.Generator, intensity: float = 1.0,
+                  invert: float = 0.0, normalization: dict | None = None):
     """Random D4 element for ``image`` and every array in ``arrays`` (same element), then
-    intensity jitter of the image. Returns (image, [arrays...], k)."""
+    intensity jitter of the image; with probability ``invert``, the contrast is inverted first
+    (:func:`invert_contrast`). Returns (image, [arrays...], k)."""
     k = int(rng.integers(8))
     image = d4(image, k)
     arrays = [d4(a, k) for a in arrays]
+    if invert > 0 and rng.random() < invert:  # no draw when off: old recipes stay reproducible
+        image = invert_contrast(image, normalization)
     image = jitter_intensity(image, rng, intensity)
     return image, arrays, k

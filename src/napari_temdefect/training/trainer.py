@@ -68,6 +68,10 @@ class TrainConfig:
     #: scale augmentation: patches cut from windows (lo..hi) × patch_size and resampled, so the
     #: model sees defects (lo..hi)× smaller/larger than in the images (None: off, as the paper)
     scale_range: tuple[float, float] | None = None
+    #: probability of inverting a patch's contrast (0: off, as the paper). Bubbles and voids
+    #: are bright with a dark fringe under focus and dark with a bright fringe over focus;
+    #: 0.5 teaches both from micrographs taken on one side of focus
+    invert: float = 0.0
     #: weight of positive pixels in the BCE (None: 1)
     pos_weight: float | None = None
     dice_weight: float = 1.0
@@ -108,6 +112,8 @@ class TrainConfig:
             raise TemDefectError("patience must be at least 1 evaluation (or None for never).")
         if self.eval_every is not None and int(self.eval_every) < 1:
             raise TemDefectError("eval_every must be at least 1 step.")
+        if not 0.0 <= float(self.invert) <= 1.0:
+            raise TemDefectError(f"invert is a probability between 0 and 1 (got {self.invert}).")
         if self.scale_range is not None:
             try:
                 lo, hi = (float(v) for v in self.scale_range)
@@ -400,7 +406,9 @@ def _loop(model, tset, config, progress, cancel, device, kind):
             break
         images, targets, oks = sampler.batch(int(config.batch_size))
         if config.augment:
-            aug = [augment_patch(im, [tg, ok], rng) for im, tg, ok in zip(images, targets, oks)]
+            aug = [augment_patch(im, [tg, ok], rng, invert=float(config.invert),
+                                 normalization=spec.normalization)
+                   for im, tg, ok in zip(images, targets, oks)]
             images = [a[0] for a in aug]
             targets = [a[1][0] for a in aug]
             oks = [a[1][1] for a in aug]
