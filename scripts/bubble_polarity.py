@@ -62,8 +62,11 @@ def main(argv=None) -> int:
     total = np.zeros(3, int)
     f1s = []
     for fold, names in enumerate(FOLDS["bubble"]):
-        model = load_model(RUNS / "cv" / args.arch / f"bubble-fold{fold}.safetensors",
-                           device="cpu")
+        ckpt = RUNS / "cv" / args.arch / f"bubble-fold{fold}.safetensors"
+        if not ckpt.exists():
+            print(f"| (fold {fold}: no {ckpt.name}; run train_bundled.py --stage cv) | | | | |")
+            continue
+        model = load_model(ckpt, device="cpu")
         for name in names:
             image, truth = data[name]["image"], data[name]["mask"] > 0
             labels, idx, cls = contrast_classes(image, truth)  # classes of the original image

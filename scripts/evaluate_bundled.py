@@ -239,6 +239,9 @@ def main(argv=None) -> int:
     suffix = ("" if args.arch == DEFAULT_SPEC else f"_{args.arch}") + flags
     out_path = Path(args.out) if args.out else RUNS / f"evaluation{suffix}.json"
     report = {"arch": args.arch, "tta": args.tta, "inverted": args.inverted, "models": {}}
+    if out_path.exists():  # a run with --only keeps the other model's results in the report
+        kept = json.loads(out_path.read_text()).get("models", {})
+        report["models"].update({k: v for k, v in kept.items() if k not in args.only})
     hists = {}
     for kind in args.only:
         data = {d["name"]: d for d in load_set(kind)}

@@ -302,13 +302,16 @@ def class_map(labels, model_mask=None, num_classes: int = 1) -> np.ndarray:
 
 
 def to_training_entry(image, labels, probability=None, *, threshold: float = 0.5,
-                      model_mask=None, name: str = "", pixel_size_nm: float | None = None):
+                      model_mask=None, name: str = "", pixel_size_nm: float | None = None,
+                      invert: bool = False):
     """One :class:`~napari_temdefect.training.TrainingEntry` from a corrected image.
 
     ``labels`` are the user's corrected instance labels (IGNORE_LABEL marks ignore pixels).
     When the model's output is known (``model_mask``, or ``probability`` at ``threshold``),
     the entry also carries an ``edited`` mask of the pixels the user changed, which the patch
-    sampler favours. The labels are copied, never modified.
+    sampler favours. The labels are copied, never modified. ``invert``: the prediction was
+    made with the contrast inverted (``predict(..., invert=True)``), so the entry holds the
+    inverted image, and fine-tuning keeps teaching the model the contrast it already knows.
     """
     from .preprocess import as_2d_image
     from .training.dataset import TrainingEntry
@@ -346,5 +349,7 @@ def to_training_entry(image, labels, probability=None, *, threshold: float = 0.5
 
     accepted = inspect.signature(TrainingEntry).parameters
     kwargs = {k: v for k, v in kwargs.items() if k in accepted}
+    if invert:  # max + min − x: exactly what predict's invert feeds the network
+        img = np.float32(np.max(img)) + np.float32(np.min(img)) - img.astype(np.float32)
     return TrainingEntry(image=np.array(img, copy=True), labels=target, ignore=ignore,
                          name=name, pixel_size_nm=pixel_size_nm, **kwargs)

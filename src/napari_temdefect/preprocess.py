@@ -100,6 +100,19 @@ def normalization_stats(image: np.ndarray, normalization: dict | None = None) ->
     raise TemDefectError(f"Unknown normalisation method {method!r}; use 'percentile' or 'zscore'.")
 
 
+def inverted_stats(offset: float, scale: float, normalization: dict | None = None):
+    """(offset, scale) that normalise an image to the input of its contrast-inverted copy.
+
+    Percentile normalisation (lo + hi = 100, as the default 1–99) of the inverted image is
+    exactly ``1 − (x − offset) / scale``; z-score is ``−(x − offset) / scale``. Both are the
+    same ``(x − offset') / scale'`` with a negative scale, so inverting costs nothing."""
+    method = dict(DEFAULT_NORMALIZATION if normalization is None else normalization).get(
+        "method", "percentile")
+    if method == "zscore":
+        return float(offset), -float(scale)
+    return float(offset) + float(scale), -float(scale)
+
+
 def apply_normalization(block: np.ndarray, offset: float, scale: float) -> np.ndarray:
     """Normalise a block (tile or whole image) with image-wide stats; NaN/inf become 0."""
     out = (np.asarray(block, dtype=np.float32) - np.float32(offset)) / np.float32(scale)

@@ -48,6 +48,18 @@ def test_writes_probability_confidence_and_mask(tmp_path, tiny_model, tiny_check
     assert "a.tif" in capsys.readouterr().out
 
 
+def test_invert_scores_a_contrast_inverted_micrograph_like_the_original(tmp_path, tiny_model,
+                                                                       tiny_checkpoint, rng):
+    data = rng.integers(0, 4000, (80, 96), dtype=np.uint16)
+    neg = _write_input(tmp_path / "neg.tif", (data.max() - (data - data.min())).astype(np.uint16))
+    out = tmp_path / "out"
+    assert main(["predict", str(neg), "--model", str(tiny_checkpoint), "--out", str(out),
+                 "--device", "cpu", "--invert", "--quiet"]) == 0
+    expected = predict(tiny_model, data, device="cpu")
+    np.testing.assert_allclose(tifffile.imread(out / "neg_probability.tif"),
+                               expected.probability[0], atol=1e-4)
+
+
 def test_existing_outputs_are_kept_without_overwrite(tmp_path, tiny_checkpoint, rng, capsys):
     img = _write_input(tmp_path / "img.tif", rng.integers(0, 255, (64, 64), dtype=np.uint8))
     out = tmp_path / "out"

@@ -247,6 +247,23 @@ def test_given_normalization_stats_are_used(rng):
         predict(model, img, device="cpu", normalization_stats=(0.0, 0.0))
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_invert_equals_the_model_on_the_contrast_inverted_image(tiny_model, rng, dtype):
+    img = rng.gamma(2.0, 30.0, (96, 96)).clip(0, 255).astype(dtype)
+    negative = (img.max() - (img - img.min())).astype(dtype)  # the same micrograph, inverted
+    plain = predict(tiny_model, img, device="cpu", threshold=0.5)
+    back = predict(tiny_model, negative, device="cpu", threshold=0.5, invert=True)
+    np.testing.assert_allclose(back.probability, plain.probability, atol=1e-4)
+    assert back.inverted and not plain.inverted and "contrast inverted" in back.summary()
+    wrong = predict(tiny_model, negative, device="cpu", threshold=0.5)
+    assert np.abs(wrong.probability - plain.probability).max() > 0.01
+    # with a montage's shared statistics too
+    stats = predict(tiny_model, negative, device="cpu").normalization
+    again = predict(tiny_model, negative, device="cpu", threshold=0.5, invert=True,
+                    normalization_stats=stats)
+    np.testing.assert_allclose(again.probability, back.probability, atol=1e-5)
+
+
 def test_model_given_by_name_or_path(tmp_path, tiny_checkpoint, rng):
     img = rng.integers(0, 255, (64, 64), dtype=np.uint8)
     assert predict(str(tiny_checkpoint), img, device="cpu").mask.shape == (64, 64)

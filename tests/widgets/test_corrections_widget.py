@@ -207,3 +207,19 @@ def test_ignore_brush_widens_8bit_labels(make_napari_viewer, qtbot):
     widget.ignore_btn.click()
     assert layer.data.dtype == np.uint16 and layer.selected_label == IGNORE_LABEL
     assert np.all(layer.data == 1)
+
+
+def test_labels_predicted_with_inverted_contrast_train_on_the_inverted_image(setup):
+    from napari_temdefect.widgets._results import OUTPUT_KEY
+    from napari_temdefect.widgets._session import get_session
+
+    viewer, widget, layer = setup
+    image = np.asarray(viewer.layers["img"].data)
+    widget.add_to_training_set()
+    ts = get_session(viewer).training_set
+    np.testing.assert_array_equal(ts[0].image, image)
+    layer.metadata = {**layer.metadata, OUTPUT_KEY: {"inverted": True}}
+    widget.add_to_training_set()  # replaces the entry: the model saw this image inverted
+    assert len(ts) == 1
+    np.testing.assert_allclose(ts[0].image, image.max() + image.min() - image, atol=1e-6)
+    assert np.array_equal(np.asarray(viewer.layers["img"].data), image)  # the layer untouched

@@ -243,3 +243,21 @@ def test_choosing_a_model_sets_its_operating_threshold(qtbot, widget, tiny_model
     meta = widget.viewer.layers["img defects"].metadata[inference_widget.OUTPUT_KEY]
     assert meta["threshold"] == pytest.approx(0.3)
     assert notes == []
+
+
+def test_invert_contrast_box_predicts_on_the_inverted_image(qtbot, widget, rng, notes,
+                                                            tiny_model):
+    from napari_temdefect.inference import predict
+    from napari_temdefect.widgets._results import OUTPUT_KEY
+
+    viewer = widget.viewer
+    img = _image(rng)
+    viewer.add_image(img.max() + img.min() - img, name="neg")  # e.g. over-focus bubbles
+    widget.invert_check.setChecked(True)
+    _run(qtbot, widget)
+    assert notes == []
+    assert get_session(viewer).inference_settings["invert"] is True
+    expected = predict(tiny_model, img, device="cpu", threshold=widget.settings()["threshold"])
+    np.testing.assert_allclose(viewer.layers["neg probability"].data, expected.probability[0],
+                               atol=1e-4)
+    assert viewer.layers["neg defects"].metadata[OUTPUT_KEY]["inverted"] is True

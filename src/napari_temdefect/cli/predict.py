@@ -31,6 +31,10 @@ def add_parser(sub):
                         "(default: the default bundled model)")
     p.add_argument("--out", "-o", required=True, metavar="DIR", help="output folder")
     add_inference_options(p)
+    p.add_argument("--invert", action="store_true",
+                   help="invert the contrast before the model (e.g. over-focus bubbles, dark "
+                        "with a bright fringe, with the bundled bubble model, trained on "
+                        "under-focus ones)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
     p.set_defaults(func=run)
@@ -94,7 +98,7 @@ def run(args) -> int:
         micrograph = read_image(image)
         result = predict(model, micrograph.data, tile=args.tile, overlap=args.overlap,
                          tta=args.tta, threshold=args.threshold, device=args.device,
-                         batch_size=args.batch_size,
+                         batch_size=args.batch_size, invert=args.invert,
                          progress=_progress_printer(image.name, live))
         paths = output_paths(out_dir, image)
         probability = result.probability[0] if result.probability.shape[0] == 1 \

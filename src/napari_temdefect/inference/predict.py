@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import CancelledError, TemDefectError
-from ..preprocess import apply_normalization, as_2d_image
+from ..preprocess import apply_normalization, as_2d_image, inverted_stats
 from ..preprocess import normalization_stats as _image_stats
 from .confidence import combine, entropy_confidence
 from .tiling import (AUTO_SETTINGS, WINDOWS, extract_tile, plan_tiles, required_multiple,
@@ -35,6 +35,7 @@ class PredictionResult:
     classes: list
     threshold: float = 0.5
     tta: bool = False
+    inverted: bool = False       # the image's contrast was inverted before the network
     model_name: str = ""
     device: str = "cpu"
     amp: str | None = None       # "bfloat16" / "float16" on CUDA, None otherwise
@@ -59,7 +60,8 @@ class PredictionResult:
         return (f"{w}×{h} px in {self.elapsed_s:.1f} s on {self.device}"
                 f"{' (' + self.amp + ')' if self.amp else ''}: {self.n_tiles} tile(s) of "
                 f"{self.tile[1]}×{self.tile[0]}, overlap {self.overlap} px, "
-                f"{'TTA ×8' if self.tta else 'no TTA'}")
+                f"{'TTA ×8' if self.tta else 'no TTA'}"
+                f"{', contrast inverted' if self.inverted else ''}")
 
 
 def _is_cancelled(cancel) -> bool:
@@ -154,7 +156,7 @@ def _resolve_model(model, device):
 
 def predict(model, image, *, tile=None, overlap=None, tta=False, threshold=None, device=None,
             batch_size=None, normalization_stats=None, progress=None, cancel=None,
-            window="cosine") -> PredictionResult:
+            window="cosine", invert=False) -> PredictionResult:
     """Run ``model`` over a 2D ``image`` of any size and dtype, tile by tile.
 
     Parameters
@@ -176,6 +178,10 @@ def predict(model, image, *, tile=None, overlap=None, tta=False, threshold=None,
     cancel : callable returning True, or a ``threading.Event``; checked before each tile batch,
         raises :class:`CancelledError`
     window : tile blending window, "cosine" (default), "gaussian" or "constant"
+    invert : invert the image's contrast before the network (exactly, through the
+        normalisation; no copy). For micrographs whose defects have the opposite contrast to
+        the model's training images: e.g. over-focus bubbles (dark, bright fringe) with the
+        bundled ``bubble`` model, which was trained on under-focus ones (bright, dark fringe)
     """
     import torch
 
@@ -214,6 +220,8 @@ def predict(model, image, *, tile=None, overlap=None, tta=False, threshold=None,
                 f"normalization_stats {normalization_stats!r} are invalid; "
                 "give (offset, scale > 0)."
             )
+    if invert:
+        offset, scale = inverted_stats(offset, scale, spec.normalization)
 
     if dev.type == "cuda" and batch_size is None:
         batch = _cuda_batch_size(dev, (th, tw))
@@ -305,7 +313,7 @@ def predict(model, image, *, tile=None, overlap=None, tta=False, threshold=None,
 
     return PredictionResult(
         probability=prob, confidence=conf, mask=mask, classes=list(spec.classes),
-        threshold=threshold, tta=bool(tta), model_name=model.name, device=str(dev),
+        threshold=threshold, tta=bool(tta), inverted=bool(invert), model_name=model.name, device=str(dev),
         amp=str(amp_dtype).replace("torch.", "") if amp_dtype is not None else None,
         tile=(th, tw), overlap=int(ov), n_tiles=len(tiles), batch_size=batch,
         normalization=(float(offset), float(scale)), elapsed_s=time.perf_counter() - start,

@@ -58,17 +58,15 @@ def jitter_intensity(image, rng: np.random.Generator, strength: float = 1.0):
 
 
 def invert_contrast(image, normalization: dict | None = None):
-    """The network input of the contrast-inverted micrograph, from a normalised patch.
+    """The network input of the contrast-inverted micrograph, from a normalised patch
+    (``1 − input`` for percentile normalisation, ``−input`` for z-score; see
+    :func:`..preprocess.inverted_stats`). This is how bubbles and voids look on the other side
+    of focus (dark core, bright Fresnel fringe, instead of bright core, dark fringe)."""
+    from ..preprocess import inverted_stats
 
-    With percentile normalisation (``(x − P_lo) / (P_hi − P_lo)``, lo + hi = 100 as the
-    default 1–99) inverting the raw image gives exactly ``1 − input``; with z-score it gives
-    ``−input``. This is how bubbles and voids look on the other side of focus (dark core,
-    bright Fresnel fringe, instead of bright core, dark fringe)."""
-    from ..preprocess import DEFAULT_NORMALIZATION
-
-    img = np.asarray(image, dtype=np.float32)
-    method = (normalization or DEFAULT_NORMALIZATION).get("method", "percentile")
-    return (-img if method == "zscore" else 1.0 - img).astype(np.float32)
+    offset, scale = inverted_stats(0.0, 1.0, normalization)
+    return ((np.asarray(image, dtype=np.float32) - np.float32(offset)) / np.float32(scale)
+            ).astype(np.float32)
 
 
 def augment_patch(image, arrays, rng: np.random.Generator, intensity: float = 1.0,

@@ -77,7 +77,8 @@ def show_prediction(viewer, image_layer, result, model_name: str, labels: np.nda
     name = image_layer.name
     geo = geometry(image_layer)
     meta = {OUTPUT_KEY: {"image": name, "model": model_name, "classes": result.classes,
-                         "threshold": result.threshold, "tta": result.tta}}
+                         "threshold": result.threshold, "tta": result.tta,
+                         "inverted": result.inverted}}
     prob = result.probability[0] if result.probability.shape[0] == 1 \
         else result.probability.max(axis=0)
     set_layer(viewer, f"{name} probability", prob, "image", colormap="magma",

@@ -23,6 +23,7 @@ from .. import corrections as core
 from ..constants import IGNORE_LABEL
 from ..errors import TemDefectError
 from ._common import layer_pixel_size, show_error
+from ._results import OUTPUT_KEY
 from . import _avoid_llvm_clash
 from ._session import get_session, get_signals
 
@@ -437,6 +438,7 @@ class CorrectionsWidget(QWidget):
             entry = core.to_training_entry(
                 np.asarray(image_layer.data), np.asarray(layer.data), model_mask=mask,
                 name=image_name, pixel_size_nm=layer_pixel_size(image_layer),
+                invert=bool((layer.metadata or {}).get(OUTPUT_KEY, {}).get("inverted")),
             )
             ts = self.training_set()
             if image_name in ts.names:

@@ -450,7 +450,7 @@ class FinetuneWidget(QWidget):
         model = self.session.model
         image_layer = self.viewer.layers[name]
         image = layer_image(image_layer)
-        known = ("tile", "overlap", "tta", "threshold", "device", "batch_size")
+        known = ("tile", "overlap", "tta", "threshold", "device", "batch_size", "invert")
         settings = {k: v for k, v in (self.session.inference_settings or {}).items() if k in known}
         defects = f"{name} defects"
         defects_data = self.viewer.layers[defects].data if defects in self.viewer.layers else None

@@ -134,6 +134,13 @@ class InferenceWidget(QWidget):
                                   "confidence also reflects how much they agree.")
         form.addRow("TTA", self.tta_check)
 
+        self.invert_check = QCheckBox("invert contrast")
+        self.invert_check.setToolTip(
+            "For defects with the opposite contrast to the model's training images, e.g. "
+            "over-focus bubbles (dark, bright fringe) with the bundled bubble model, which "
+            "learned under-focus ones (bright, dark fringe).")
+        form.addRow("Contrast", self.invert_check)
+
         self.threshold_spin = QDoubleSpinBox()
         self.threshold_spin.setRange(0.01, 0.99)
         self.threshold_spin.setSingleStep(0.05)
@@ -268,6 +275,7 @@ class InferenceWidget(QWidget):
             "tile": self.tile_spin.value() or None,
             "overlap": None if self.overlap_spin.value() < 0 else self.overlap_spin.value(),
             "tta": self.tta_check.isChecked(),
+            "invert": self.invert_check.isChecked(),
             "threshold": round(self.threshold_spin.value(), 4),
             "device": self.device_combo.currentText(),
         }
