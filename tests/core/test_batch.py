@@ -149,6 +149,40 @@ def test_resume_skips_done_images_and_redoes_changed_ones(batch_setup, tmp_path)
     assert json.loads(marker.read_text())["settings"]["threshold"] == other.threshold
 
 
+def test_invert_measures_an_inverted_folder_like_the_original(batch_setup, tmp_path):
+    data, paths, settings = batch_setup
+    (data / "broken.tif").unlink()
+    neg = tmp_path / "neg"
+    neg.mkdir()
+    for path in paths:
+        img = tifffile.imread(path)
+        tifffile.imwrite(neg / path.name, (img.max() + img.min() - img).astype(img.dtype),
+                         imagej=True, resolution=(2.0, 2.0), metadata={"unit": "nm"})
+    plain = run_batch([data], tmp_path / "plain", settings, progress=False)
+    inverted = BatchSettings(**{**settings.__dict__, "invert": True})
+    back = run_batch([neg], tmp_path / "back", inverted, progress=False)
+    assert plain.ok and back.ok
+    a = pd.read_csv(tmp_path / "plain" / "summary.csv")
+    b = pd.read_csv(tmp_path / "back" / "summary.csv")
+    assert a["count"].sum() > 0 and a["count"].tolist() == b["count"].tolist()
+    wrong = run_batch([neg], tmp_path / "wrong", settings, progress=False)
+    assert wrong.ok and not (pd.read_csv(tmp_path / "wrong" / "summary.csv")["count"]
+                             == a["count"]).all()
+    # invert is a result setting: not resumed into, and a run.json from before it resumes
+    with pytest.raises(TemDefectError, match="invert"):
+        run_batch([neg], tmp_path / "back", settings, progress=False)
+    run_file = tmp_path / "plain" / "run.json"
+    record = json.loads(run_file.read_text())
+    del record["settings"]["invert"]
+    run_file.write_text(json.dumps(record))
+    for marker in (tmp_path / "plain" / "images").glob("*/done.json"):
+        record = json.loads(marker.read_text())
+        del record["settings"]["invert"]
+        marker.write_text(json.dumps(record))
+    assert run_batch([data], tmp_path / "plain", settings, progress=False).skipped == \
+        ["img0", "img1", "img2"]
+
+
 def test_failure_does_not_stop_the_batch_and_is_retried(batch_setup, tmp_path):
     data, paths, settings = batch_setup
     out = tmp_path / "out"

@@ -196,7 +196,7 @@ def predict_montage(model, source, folder, *, block: int = 4096, halo: int = 128
                     overlap=None, tta: bool = False, threshold: float | None = None,
                     device=None, batch_size=None, pixel_size_nm=None, save_probability: bool = True,
                     overwrite: bool = False, resume: bool = True, progress=None, cancel=None,
-                    prefix: str = "") -> MontageReport:
+                    prefix: str = "", invert: bool = False) -> MontageReport:
     """Predict a montage block by block into ``folder``/``prefix`` + {mask, confidence,
     probability}.zarr.
 
@@ -237,7 +237,8 @@ def predict_montage(model, source, folder, *, block: int = 4096, halo: int = 128
         "shape": [h, w], "block": block, "halo": halo, "tile": tile, "overlap": overlap,
         "tta": bool(tta), "threshold": float(threshold), "stats": list(stats),
         "classes": list(model.spec.classes), "stores": names,
-        "model": getattr(model, "source", None) or getattr(model, "name", None)}))
+        "model": getattr(model, "source", None) or getattr(model, "name", None),
+        **({"invert": True} if invert else {})}))  # (absent when off: older records resume)
     done: set = set()
     tmps = {n: finals[n].with_name(finals[n].name + ".partial") for n in names}
     if resume and record_path.exists() and all(t.exists() for t in tmps.values()):
@@ -262,7 +263,7 @@ def predict_montage(model, source, folder, *, block: int = 4096, halo: int = 128
         region = np.asarray(arr[ey0:ey1, ex0:ex1])
         res = predict(model, region, tile=tile, overlap=overlap, tta=tta,
                       threshold=threshold, device=device, batch_size=batch_size,
-                      normalization_stats=stats, cancel=cancel)
+                      normalization_stats=stats, cancel=cancel, invert=invert)
         cy, cx = slice(y0 - ey0, y1 - ey0), slice(x0 - ex0, x1 - ex0)
         stores["mask"][y0:y1, x0:x1] = res.mask[cy, cx]
         stores["confidence"][y0:y1, x0:x1] = res.confidence[cy, cx]
@@ -379,7 +380,7 @@ def process_montage(path, name: str, model, settings, folder: Path):
         overlap=settings.overlap, tta=settings.tta, threshold=settings.threshold,
         device=settings.device, batch_size=settings.batch_size, pixel_size_nm=px,
         save_probability=settings.save_probability, overwrite=True,
-        resume=not settings.overwrite, prefix=f"{name}_")
+        resume=not settings.overwrite, prefix=f"{name}_", invert=settings.invert)
     if settings.kind != "blobs":
         raise TemDefectError(
             f"--kind {settings.kind} is not quantified on montages (only blobs are, block by "

@@ -54,7 +54,10 @@ RUN_JSON = "run.json"
 MARKER_VERSION = 1
 #: settings that change results; a batch folder made with other values is not resumed
 RESULT_KEYS = ("model_sha256", "kind", "pixel_size_nm", "thickness_nm", "tile", "overlap", "tta",
-               "threshold", "min_size_px", "split_touching", "class_name", "block", "halo")
+               "threshold", "min_size_px", "split_touching", "class_name", "block", "halo",
+               "invert")
+#: result settings added later: a run.json written before them was made with these values
+LATER_KEYS = {"invert": False}
 
 
 @dataclass
@@ -68,6 +71,8 @@ class BatchSettings:
     tile: int | None = None
     overlap: int | None = None
     tta: bool = False
+    #: invert the contrast before the model (over-focus bubbles with the bundled bubble model)
+    invert: bool = False
     #: None: the model's operating threshold (resolved once, before any image is done)
     threshold: float | None = None
     device: str | None = None
@@ -184,7 +189,10 @@ def is_done(out_dir: Path, name: str, path: Path, result_key: dict) -> tuple[boo
     marker = read_marker(out_dir, name)
     if marker is None:
         return False, "not processed yet"
-    if marker.get("version") != MARKER_VERSION or marker.get("settings") != result_key:
+    settings = marker.get("settings")
+    if isinstance(settings, dict):
+        settings = {**LATER_KEYS, **settings}  # a marker from before a setting existed
+    if marker.get("version") != MARKER_VERSION or settings != result_key:
         return False, "made with other settings"
     try:
         if marker.get("source") != _source_stamp(path):
@@ -311,7 +319,7 @@ def _process_in_memory(path: Path, name: str, model, settings: BatchSettings, fo
     k = class_index(model, settings.class_name)
     result = predict(model, image, tile=settings.tile, overlap=settings.overlap,
                      tta=settings.tta, threshold=settings.threshold, device=settings.device,
-                     batch_size=settings.batch_size)
+                     batch_size=settings.batch_size, invert=settings.invert)
     mask = (result.mask == k + 1) if result.probability.shape[0] > 1 else result.mask > 0
     kwargs = {} if settings.min_size_px is None else {"min_size_px": settings.min_size_px}
     quant = quantify(mask.astype(np.uint8), settings.kind, pixel_size,
@@ -414,6 +422,7 @@ def _check_run_file(out_dir: Path, key: dict, overwrite: bool) -> None:
             old = json.loads(run_file.read_text(encoding="utf-8")).get("settings", {})
         except ValueError:
             old = {}
+        old = {**LATER_KEYS, **old}
         changed = [k for k in RESULT_KEYS if old.get(k) != key.get(k)]
         if changed:
             what = ", ".join(f"{k} {old.get(k)!r} → {key.get(k)!r}" for k in changed[:3])

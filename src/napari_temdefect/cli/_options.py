@@ -6,7 +6,8 @@ from ..device import DEVICE_CHOICES
 
 
 def add_inference_options(p) -> None:
-    """Device, tiling, TTA and threshold: the options of every command that runs `predict`."""
+    """Device, tiling, TTA, threshold and contrast inversion: the options of every command
+    that runs `predict`."""
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES,
                    help="compute device (default: auto = cuda, then mps, then cpu)")
     p.add_argument("--tile", type=int, default=None, metavar="N",
@@ -20,3 +21,7 @@ def add_inference_options(p) -> None:
     p.add_argument("--threshold", type=float, default=None, metavar="T",
                    help="probability above which a pixel is a defect (default: the model's "
                         "operating threshold, listed by `temdefect models`)")
+    p.add_argument("--invert", action="store_true",
+                   help="invert the contrast before the model (e.g. over-focus bubbles, dark "
+                        "with a bright fringe, with the bundled bubble model, trained on "
+                        "under-focus ones)")

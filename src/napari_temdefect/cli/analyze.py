@@ -87,6 +87,7 @@ def run(args) -> int:
     settings = BatchSettings(
         model=model, kind=args.kind, pixel_size_nm=args.pixel_size,
         thickness_nm=args.thickness, tile=args.tile, overlap=args.overlap, tta=args.tta,
+        invert=args.invert,
         threshold=args.threshold, device=args.device, batch_size=args.batch_size,
         min_size_px=args.min_size, split_touching=args.split, class_name=args.class_name,
         save_probability=not args.no_probability, overwrite=args.overwrite,

@@ -31,10 +31,6 @@ def add_parser(sub):
                         "(default: the default bundled model)")
     p.add_argument("--out", "-o", required=True, metavar="DIR", help="output folder")
     add_inference_options(p)
-    p.add_argument("--invert", action="store_true",
-                   help="invert the contrast before the model (e.g. over-focus bubbles, dark "
-                        "with a bright fringe, with the bundled bubble model, trained on "
-                        "under-focus ones)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
     p.set_defaults(func=run)
