@@ -291,6 +291,22 @@ def test_montage_in_blocks_matches_whole_image(tmp_path, tiny_model):
                         tile=256, threshold=thr, device="cpu")
 
 
+def test_montage_invert_matches_the_original_montage(tmp_path, tiny_model):
+    import zarr
+
+    img = disk_image(3, shape=(144, 192), n=8)
+    for name, data in (("m", img), ("neg", img.max() + img.min() - img)):
+        z = zarr.open_array(str(tmp_path / f"{name}.zarr"), mode="w", shape=img.shape,
+                            chunks=(64, 64), dtype="float32")
+        z[:] = data
+    kw = dict(block=96, halo=48, tile=256, threshold=0.45, device="cpu")
+    predict_montage(tiny_model, tmp_path / "m.zarr", tmp_path / "a", **kw)
+    predict_montage(tiny_model, tmp_path / "neg.zarr", tmp_path / "b", invert=True, **kw)
+    a = zarr.open_array(str(tmp_path / "a" / "probability.zarr"), mode="r")[:]
+    b = zarr.open_array(str(tmp_path / "b" / "probability.zarr"), mode="r")[:]
+    np.testing.assert_allclose(b, a, atol=1e-4)
+
+
 def test_large_tiff_goes_through_the_montage_path(tmp_path, tiny_model, tiny_checkpoint):
     import dask.array as da
 
