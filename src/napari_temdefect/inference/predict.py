@@ -43,7 +43,7 @@ class PredictionResult:
     overlap: int = 0             # minimum overlap between tiles, px
     n_tiles: int = 0
     batch_size: int = 1
-    normalization: tuple = (0.0, 1.0)   # (offset, scale) applied to the image
+    normalization: tuple = (0.0, 1.0)   # (offset, scale) applied to the image (scale < 0: inverted)
     elapsed_s: float = 0.0
     extra: dict = field(default_factory=dict)
 
@@ -313,7 +313,8 @@ def predict(model, image, *, tile=None, overlap=None, tta=False, threshold=None,
 
     return PredictionResult(
         probability=prob, confidence=conf, mask=mask, classes=list(spec.classes),
-        threshold=threshold, tta=bool(tta), inverted=bool(invert), model_name=model.name, device=str(dev),
+        threshold=threshold, tta=bool(tta), inverted=bool(invert), model_name=model.name,
+        device=str(dev),
         amp=str(amp_dtype).replace("torch.", "") if amp_dtype is not None else None,
         tile=(th, tw), overlap=int(ov), n_tiles=len(tiles), batch_size=batch,
         normalization=(float(offset), float(scale)), elapsed_s=time.perf_counter() - start,
