@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     from napari_temdefect import load_model, predict
     from napari_temdefect.metrics import pixel_f1
 
-    from evaluate_bundled import inverted
+    from napari_temdefect.preprocess import invert_image
 
     data = {d["name"]: d for d in load_set("bubble")}
     print(f"{args.arch}{', inverted images' if args.inverted else ''}: found / labelled")
@@ -71,7 +71,7 @@ def main(argv=None) -> int:
             image, truth = data[name]["image"], data[name]["mask"] > 0
             labels, idx, cls = contrast_classes(image, truth)  # classes of the original image
             if args.inverted:
-                image = inverted(image)
+                image = invert_image(image)
                 cls = np.array([1, 0, 2])[cls]
             pred = predict(model, image, threshold=args.threshold, device="cpu").mask > 0
             hit = np.asarray(ndi.maximum(pred, labels, idx)) > 0

@@ -207,13 +207,6 @@ def evaluate_samples(names=("generic", "bubble", "grain-boundary")) -> dict:
     return out
 
 
-def inverted(image: np.ndarray) -> np.ndarray:
-    """The micrograph with its contrast inverted, in its own dtype and range."""
-    lo, hi = image.min(), image.max()
-    return (hi - (image - lo)).astype(image.dtype) if np.issubdtype(image.dtype, np.integer) \
-        else (hi + lo - image)
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--only", nargs="+", choices=sorted(FOLDS), default=sorted(FOLDS))
@@ -234,6 +227,7 @@ def main(argv=None) -> int:
         evaluate_samples()
         return 0
     from napari_temdefect.models import load_model
+    from napari_temdefect.preprocess import invert_image
 
     flags = ("_tta" if args.tta else "") + ("_inverted" if args.inverted else "")
     suffix = ("" if args.arch == DEFAULT_SPEC else f"_{args.arch}") + flags
@@ -265,7 +259,7 @@ def main(argv=None) -> int:
                     model = model or load_model(ckpt, device="cpu")
                     image = data[name]["image"]
                     if args.inverted:
-                        image = inverted(image)
+                        image = invert_image(image)
                     row, h = evaluate_image(model, image, data[name]["mask"], kind, args.tta)
                     row.update(image=name, fold=k)
                     write_json(cache, {"mtime": stamp, "row": row, "hist": h})

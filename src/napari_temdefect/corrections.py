@@ -313,7 +313,7 @@ def to_training_entry(image, labels, probability=None, *, threshold: float = 0.5
     made with the contrast inverted (``predict(..., invert=True)``), so the entry holds the
     inverted image, and fine-tuning keeps teaching the model the contrast it already knows.
     """
-    from .preprocess import as_2d_image
+    from .preprocess import as_2d_image, invert_image
     from .training.dataset import TrainingEntry
 
     img = as_2d_image(image)
@@ -349,7 +349,7 @@ def to_training_entry(image, labels, probability=None, *, threshold: float = 0.5
 
     accepted = inspect.signature(TrainingEntry).parameters
     kwargs = {k: v for k, v in kwargs.items() if k in accepted}
-    if invert:  # max + min − x: exactly what predict's invert feeds the network
-        img = np.float32(np.max(img)) + np.float32(np.min(img)) - img.astype(np.float32)
+    if invert:  # exactly what predict's invert feeds the network
+        img = invert_image(img)
     return TrainingEntry(image=np.array(img, copy=True), labels=target, ignore=ignore,
                          name=name, pixel_size_nm=pixel_size_nm, **kwargs)

@@ -113,6 +113,16 @@ def inverted_stats(offset: float, scale: float, normalization: dict | None = Non
     return float(offset) + float(scale), -float(scale)
 
 
+def invert_image(image: np.ndarray) -> np.ndarray:
+    """The micrograph with its contrast inverted (``max + min − x``), in its own dtype and
+    range; normalised, it is exactly the input ``predict(..., invert=True)`` makes."""
+    image = np.asarray(image)
+    lo, hi = image.min(), image.max()
+    if np.issubdtype(image.dtype, np.integer):
+        return (hi - (image - lo)).astype(image.dtype)
+    return hi + lo - image
+
+
 def apply_normalization(block: np.ndarray, offset: float, scale: float) -> np.ndarray:
     """Normalise a block (tile or whole image) with image-wide stats; NaN/inf become 0."""
     out = (np.asarray(block, dtype=np.float32) - np.float32(offset)) / np.float32(scale)

@@ -62,11 +62,9 @@ def invert_contrast(image, normalization: dict | None = None):
     (``1 − input`` for percentile normalisation, ``−input`` for z-score; see
     :func:`..preprocess.inverted_stats`). This is how bubbles and voids look on the other side
     of focus (dark core, bright Fresnel fringe, instead of bright core, dark fringe)."""
-    from ..preprocess import inverted_stats
+    from ..preprocess import apply_normalization, inverted_stats
 
-    offset, scale = inverted_stats(0.0, 1.0, normalization)
-    return ((np.asarray(image, dtype=np.float32) - np.float32(offset)) / np.float32(scale)
-            ).astype(np.float32)
+    return apply_normalization(image, *inverted_stats(0.0, 1.0, normalization))
 
 
 def augment_patch(image, arrays, rng: np.random.Generator, intensity: float = 1.0,
