@@ -192,6 +192,59 @@ def test_invert_probability_is_validated(tiny_model, tset):
     assert tiny_model.history[-1]["config"]["invert"] == 0.5
 
 
+def test_soft_skeleton_thins_a_bar_to_its_centre_line():
+    from napari_temdefect.training.losses import soft_skeleton
+
+    bar = torch.zeros(1, 1, 32, 32)
+    bar[..., 10:17, 2:30] = 1
+    skel = soft_skeleton(bar)
+    assert skel[0, 0, :, 16].nonzero().flatten().tolist() == [13]  # the middle row of 10..16
+    assert float(skel[0, 0, :, 16].sum()) == pytest.approx(1.0)
+    assert float(skel.max()) <= 1.0 and float(skel[..., :10, :].sum()) == 0
+
+
+def test_cldice_charges_a_gap_in_a_line_more_than_a_thicker_line_unlike_dice():
+    from napari_temdefect.training.losses import masked_cldice, masked_dice
+
+    truth = torch.zeros(1, 1, 64, 64)
+    truth[..., 30:33, 4:60] = 1  # a boundary 3 px wide
+    gap = truth.clone()
+    gap[..., 30:33] = 0  # cut: two grains merge
+    thick = torch.zeros_like(truth)
+    thick[..., 28:35, 4:60] = 1  # drawn 7 px wide: same topology
+    valid = torch.ones_like(truth)
+
+    def logit(p):
+        return torch.logit(p.clamp(1e-4, 1 - 1e-4))
+
+    cl = {n: float(masked_cldice(logit(p), truth, valid)) for n, p in
+          (("gap", gap), ("thick", thick), ("exact", truth))}
+    dice = {n: float(masked_dice(logit(p), truth, valid)) for n, p in
+            (("gap", gap), ("thick", thick))}
+    assert cl["exact"] < 1e-3 and cl["thick"] < 1e-3 < cl["gap"]
+    assert dice["gap"] < dice["thick"]  # Dice prefers the cut line: why clDice is added
+    # ignored pixels do not count: the same gap under an ignore mask costs nothing
+    valid[..., 28:35, 28:36] = 0
+    assert float(masked_cldice(logit(gap), truth, valid)) < 1e-3
+
+
+def test_cldice_weight_trains_and_is_validated(tiny_model, tset):
+    with pytest.raises(TemDefectError, match="cldice_weight must be zero or positive"):
+        finetune(tiny_model, tset, TrainConfig(steps=1, cldice_weight=-1, **FAST))
+    import copy
+
+    plain = copy.deepcopy(tiny_model)
+    before = [p.detach().clone() for p in tiny_model.module.parameters()]
+    finetune(tiny_model, tset, TrainConfig(steps=2, cldice_weight=0.5, **FAST))
+    finetune(plain, tset, TrainConfig(steps=2, **FAST))
+    assert tiny_model.history[-1]["config"]["cldice_weight"] == 0.5
+    assert any(not torch.equal(a, b) for a, b in zip(before, tiny_model.module.parameters()))
+    # the validation loss that picks the kept weights carries the clDice term too
+    with_cl, without = (m.history[-1]["evaluations"][0] for m in (tiny_model, plain))
+    assert with_cl["step"] == without["step"] == 0
+    assert with_cl["val_loss"] > without["val_loss"]
+
+
 def test_sampler_prefers_corrected_regions():
     img, lab = disks(4, size=256, n=4)
     edited = np.zeros(lab.shape, bool)

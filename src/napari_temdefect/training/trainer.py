@@ -75,6 +75,9 @@ class TrainConfig:
     #: weight of positive pixels in the BCE (None: 1)
     pos_weight: float | None = None
     dice_weight: float = 1.0
+    #: weight of the soft clDice term (0: off, as the paper). It rewards predictions whose
+    #: skeleton follows the true one, so gaps in thin boundaries cost more than their pixels
+    cldice_weight: float = 0.0
     #: how much more often patches are centred on corrected pixels than elsewhere
     edited_weight: float = 4.0
 
@@ -112,6 +115,9 @@ class TrainConfig:
             raise TemDefectError("patience must be at least 1 evaluation (or None for never).")
         if self.eval_every is not None and int(self.eval_every) < 1:
             raise TemDefectError("eval_every must be at least 1 step.")
+        if not (float(self.cldice_weight) >= 0 and math.isfinite(float(self.cldice_weight))):
+            raise TemDefectError(
+                f"cldice_weight must be zero or positive (got {self.cldice_weight}).")
         if not 0.0 <= float(self.invert) <= 1.0:
             raise TemDefectError(f"invert is a probability between 0 and 1 (got {self.invert}).")
         if self.scale_range is not None:
@@ -282,7 +288,7 @@ def _loop(model, tset, config, progress, cancel, device, kind):
     import torch
 
     from ..metrics import pixel_f1
-    from .losses import bce_dice_loss
+    from .losses import bce_dice_loss, cldice_from_terms, cldice_terms
 
     module = model.module
     spec = model.spec
@@ -316,6 +322,7 @@ def _loop(model, tset, config, progress, cancel, device, kind):
 
     pos_weight = None if config.pos_weight is None else torch.tensor(float(config.pos_weight),
                                                                      device=device)
+    cl_weight = float(config.cldice_weight)
 
     def to_input(images):
         x = torch.from_numpy(np.stack(images)[:, None].astype(np.float32))
@@ -324,7 +331,7 @@ def _loop(model, tset, config, progress, cancel, device, kind):
     def evaluate():
         imgs, tgts, vals = val
         module.eval()
-        probs, bce_sum, n_valid = [], 0.0, 0.0
+        probs, bce_sum, n_valid, cl_terms = [], 0.0, 0.0, None
         with torch.no_grad():
             for i in range(0, len(imgs), int(config.batch_size)):
                 x = to_input(list(imgs[i:i + config.batch_size, 0]))
@@ -336,6 +343,10 @@ def _loop(model, tset, config, progress, cancel, device, kind):
                 vv = v.float().expand_as(logits)
                 bce_sum += float((bce * vv).sum())
                 n_valid += float(vv.sum())
+                if cl_weight:  # summed over the whole validation set, like the Dice below
+                    terms = cldice_terms(logits.float(), t, v)
+                    cl_terms = terms if cl_terms is None else [
+                        a + b for a, b in zip(cl_terms, terms)]
                 probs.append(torch.sigmoid(logits).float().cpu().numpy())
         prob = np.concatenate(probs)
         keep = np.broadcast_to(vals, prob.shape)
@@ -346,6 +357,8 @@ def _loop(model, tset, config, progress, cancel, device, kind):
             dice = 1 - (2 * (p * t).sum() + 1) / (p.sum() + t.sum() + 1)
             loss += float(config.dice_weight) * dice / n_classes
             f1s.append(pixel_f1(prob[:, c] > f1_threshold, tgts[:, c] > 0, ignore=~k).f1)
+        if cl_terms is not None:
+            loss += cl_weight * float(cldice_from_terms(*cl_terms))
         return float(loss), float(np.mean(f1s))
 
     t0 = time.perf_counter()
@@ -421,7 +434,7 @@ def _loop(model, tset, config, progress, cancel, device, kind):
             group["lr"] = lr
         logits = module(x)
         loss = bce_dice_loss(logits, t, v, pos_weight=pos_weight,
-                             dice_weight=float(config.dice_weight))
+                             dice_weight=float(config.dice_weight), cldice_weight=cl_weight)
         total = loss
         if float(config.l2) > 0:
             if refs is None:
