@@ -111,9 +111,15 @@ def test_train_from_scratch_cli(tmp_path, capsys):
     rc = main(["train", "--images", str(i1), "--labels", str(l1), "--out", str(out),
                "--arch", "unet", "--encoder", "resnet18", "--encoder-depth", "3",
                "--decoder-channels", "16", "8", "4", "--classes", "bubble", "--quiet",
-               "--schedule", "cosine", *FAST])
+               "--schedule", "cosine", "--invert", "0.5", "--cldice", "0.5", *FAST])
     assert rc == 0, capsys.readouterr().err
     model = load_model(out, device="cpu")
     assert model.spec.classes == ["bubble"] and model.spec.options["encoder_depth"] == 3
     assert model.history[-1]["kind"] == "train" and model.history[-1]["config"]["depth"] == "all"
-    assert model.history[-1]["config"]["schedule"] == "cosine"
+    config = model.history[-1]["config"]
+    assert config["schedule"] == "cosine"
+    assert config["invert"] == 0.5 and config["cldice_weight"] == 0.5
+    rc = main(["train", "--images", str(i1), "--labels", str(l1), "--out", str(tmp_path / "bad.safetensors"),
+               "--invert", "2", *FAST])
+    err = capsys.readouterr().err
+    assert rc == 2 and "invert is a probability" in err and len(err.strip().splitlines()) == 1

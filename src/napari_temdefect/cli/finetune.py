@@ -49,6 +49,12 @@ def add_training_args(p, *, default_depth: str, default_steps_note: str) -> None
     p.add_argument("--patience", type=int, default=10, metavar="E",
                    help="stop after E evaluations without improvement (10; 0 = never)")
     p.add_argument("--no-augment", action="store_true", help="no flips/rotations or jitter")
+    p.add_argument("--invert", type=float, default=0.0, metavar="P",
+                   help="probability of a contrast-inverted patch (default 0; 0.5 teaches both "
+                        "sides of focus from images taken on one)")
+    p.add_argument("--cldice", type=float, default=0.0, metavar="W",
+                   help="weight of a soft clDice (topology) loss term for line networks "
+                        "(default 0: BCE + Dice only)")
     p.add_argument("--ignore-value", type=int, default=IGNORE_LABEL, metavar="V",
                    help=f"label value of pixels to leave out of the loss (default {IGNORE_LABEL}; "
                         "use e.g. 128 for 8-bit masks)")
@@ -128,6 +134,7 @@ def make_config(args, **overrides):
         l2_sp=args.l2_sp, optimizer=args.optimizer, batch_size=args.batch_size,
         patch_size=args.patch_size, val_fraction=args.val_fraction,
         patience=args.patience or None, augment=not args.no_augment, seed=args.seed,
+        invert=args.invert, cldice_weight=args.cldice,
         device=None if args.device == "auto" else args.device,
     )
     kwargs.update(overrides)
