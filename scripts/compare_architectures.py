@@ -1,6 +1,6 @@
 """Architecture × encoder comparison for the bundled models: size, CPU speed, short-budget accuracy.
 
-    python scripts/compare_architectures.py [--seconds 150] [--threads 2] [--speed-only]
+    python scripts/compare_architectures.py [--seconds 150] [--threads 2] [--speed-only] [--only …]
 
 For each candidate it prints parameters, fp16 checkpoint size, the CPU forward time of one
 512² and one 1024² image (batch 1, ``torch.inference_mode``, median of 3 after a warm-up), and
@@ -30,6 +30,9 @@ CANDIDATES = {
         "decoder_channels": [128, 64, 32, 16, 8]}),
     "unet/efficientnet-b0 d5 (128-8)": dict(arch="unet", encoder="efficientnet-b0", options={
         "decoder_channels": [128, 64, 32, 16, 8]}),
+    "unet/efficientnet-lite0 d4 (128-16)": dict(arch="unet", encoder="timm-tf_efficientnet_lite0",
+                                                options={"encoder_depth": 4,
+                                                         "decoder_channels": [128, 64, 32, 16]}),
     "unetplusplus/resnet18 d4 (128-16)": dict(arch="unetplusplus", encoder="resnet18", options={
         "encoder_depth": 4, "decoder_channels": [128, 64, 32, 16]}),
     "deeplabv3plus/resnet18": dict(arch="deeplabv3plus", encoder="resnet18", options={}),
@@ -118,12 +121,16 @@ def main(argv=None) -> int:
     ap.add_argument("--seconds", type=float, default=150)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--speed-only", action="store_true")
+    ap.add_argument("--only", nargs="+", default=None, metavar="TEXT",
+                    help="only the candidates whose name contains one of these, e.g. resnet18 lite0")
     args = ap.parse_args(argv)
     set_threads(args.threads)
     from napari_temdefect.models import create_model
 
     rows = []
     for name, spec in CANDIDATES.items():
+        if args.only and not any(t in name for t in args.only):
+            continue
         model = create_model(classes=["boundary"], device="cpu", **spec)
         n = sum(p.numel() for p in model.module.parameters())
         row = {"model": name, "params_M": n / 1e6, "fp16_MB": fp16_mb(model.module),
@@ -133,7 +140,9 @@ def main(argv=None) -> int:
         rows.append(row)
         print(" | ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
               flush=True)
-        write_json(RUNS / "compare_architectures.json",
+        # a partial run never overwrites the full comparison
+        out = "compare_architectures" + ("_" + "_".join(args.only) if args.only else "")
+        write_json(RUNS / f"{out}.json",
                    {"threads": args.threads, "seconds": args.seconds, "rows": rows})
     print("\n| model | params (M) | fp16 MB | CPU ms 512² | CPU ms 1024² | GB pixel F1 | GB F1 (3 px) | steps |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")

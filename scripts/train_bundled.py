@@ -59,11 +59,14 @@ STEPS = {"grain-boundary": 1200, "bubble": 1200, "generic": 800}
 SCALE = None
 #: Probability of a contrast-inverted training patch (``TrainConfig.invert``; 0: off).
 INVERT = 0.0
+#: Weight of the soft clDice term (``TrainConfig.cldice_weight``; 0: off).
+CLDICE = 0.0
 #: Synthetic images added to ``generic`` (kind, count); seeds 1000+ (tests use small seeds).
 SYNTHETIC = (("grains", 4), ("bubbles", 4), ("dislocations", 4))
 
 
-def recipe(steps: int, seed: int = 0, lr: float = 2e-3, scale=None, invert: float = INVERT):
+def recipe(steps: int, seed: int = 0, lr: float = 2e-3, scale=None, invert: float = INVERT,
+           cldice: float = CLDICE):
     """The recipe of every bundled model (project training code): all layers, BCE + Dice,
     D4 + intensity augmentation, AdamW with a cosine schedule, a small L2 penalty; the
     weights with the best validation loss (tiles held back from every image) are kept."""
@@ -72,7 +75,7 @@ def recipe(steps: int, seed: int = 0, lr: float = 2e-3, scale=None, invert: floa
     return TrainConfig(depth="all", freeze_bn=False, steps=steps, lr=lr, schedule="cosine",
                        l2=1e-5, batch_size=4, patch_size=256, val_fraction=0.1,
                        patience=None, eval_every=100, monitor="val_loss", seed=seed,
-                       device="cpu", scale_range=scale, invert=invert)
+                       device="cpu", scale_range=scale, invert=invert, cldice_weight=cldice)
 
 
 def entries(kind: str, names=None, synthetic: bool = False):
@@ -106,7 +109,7 @@ INIT = {"generic": "grain-boundary"}
 
 def train_one(kind: str, train_entries, steps: int, name: str, arch: str = DEFAULT_SPEC,
               init: Path | None = None, lr: float = 2e-3, scale=None, seed: int = 0,
-              invert: float = INVERT, random_init: bool = False):
+              invert: float = INVERT, random_init: bool = False, cldice: float = CLDICE):
     from napari_temdefect.models import ModelSpec, load_model
     from napari_temdefect.training import TrainingSet, train
 
@@ -125,7 +128,7 @@ def train_one(kind: str, train_entries, steps: int, name: str, arch: str = DEFAU
             print(f"  [{name}] step {ev['step']:5d}  {clock():6.0f} s  train {ev['train_loss']}  "
                   f"val_loss {ev['val_loss']:.4f}  val_f1 {ev['val_f1']:.3f}", flush=True)
 
-    config = recipe(steps, seed=seed, lr=lr, scale=scale, invert=invert)
+    config = recipe(steps, seed=seed, lr=lr, scale=scale, invert=invert, cldice=cldice)
     # a new network starts from its spec's ImageNet encoder file, if it has one
     weights = None if init is not None else encoder_weights(arch, random_init)
     if weights:
@@ -138,14 +141,16 @@ def train_one(kind: str, train_entries, steps: int, name: str, arch: str = DEFAU
 
 
 def variant(arch: str, cont: bool = False, scale=None, xinit: bool = False,
-            seed: int = 0, invert: float = INVERT, random_init: bool = False) -> str:
+            seed: int = 0, invert: float = INVERT, random_init: bool = False,
+            cldice: float = CLDICE) -> str:
     """The CV folder name of a recipe variant:
-    ``<arch>[-random][-scale][-cont][-xinit][-invert<P>][-seed<N>]``."""
+    ``<arch>[-random][-scale][-cont][-xinit][-invert<P>][-cldice<W>][-seed<N>]``."""
     differs = (None if scale is None else tuple(scale)) != SCALE
     return arch + ("-random" if random_init and arch in PRETRAINED else "") \
         + ("-scale" if differs and scale is not None else
                    "-noscale" if differs else "") + ("-cont" if cont else "") \
         + ("-xinit" if xinit else "") + (f"-invert{invert:g}" if invert != INVERT else "") \
+        + (f"-cldice{cldice:g}" if cldice != CLDICE else "") \
         + (f"-seed{seed}" if seed else "")
 
 
@@ -168,13 +173,13 @@ CONTINUE_LR = 5e-4
 
 def run_cv(kind: str, steps: int, arch: str = DEFAULT_SPEC, folds=None,
            cont: bool = False, scale=None, xinit: bool = False, seed: int = 0,
-           invert: float = INVERT, random_init: bool = False) -> dict:
+           invert: float = INVERT, random_init: bool = False, cldice: float = CLDICE) -> dict:
     """One model per fold (whole images held out), trained exactly like the final model.
 
     ``cont``: continue each fold's checkpoint for ``steps`` more steps at :data:`CONTINUE_LR`
     (written to ``cv/<arch>-cont/``), as ``--stage final --continue`` does for a shipped model.
     """
-    tag = variant(arch, cont, scale, xinit, seed, invert, random_init)
+    tag = variant(arch, cont, scale, xinit, seed, invert, random_init, cldice)
     if steps != STEPS[kind] and not cont:  # never overwrite the recipe's folds
         tag += f"-{steps}steps"
     out_dir = RUNS / "cv" / tag
@@ -194,14 +199,14 @@ def run_cv(kind: str, steps: int, arch: str = DEFAULT_SPEC, folds=None,
             init = cross_source(kind)
         result = train_one(kind, entries(kind, train_names), steps, f"{kind}-fold{k}", arch,
                            init, lr=lr, scale=scale, seed=seed, invert=invert,
-                           random_init=random_init)
+                           random_init=random_init, cldice=cldice)
         path = out_dir / f"{kind}-fold{k}.safetensors"
         result.model.save(path, overwrite=True, half=False, held_out=held, train=train_names)
         out.append({"fold": k, "held_out": held, "train": train_names, "path": str(path),
                     **result.to_dict()})
         write_json(RUNS / f"train_cv_{kind}_{tag}_fold{k}.json",
                    {"model": kind, "arch": arch, "steps": steps, "scale_range": scale,
-                    "seed": seed, "invert": invert,
+                    "seed": seed, "invert": invert, "cldice_weight": cldice,
                     "encoder_weights": encoder_weights(arch, random_init), **out[-1]})
     return {"folds": out}
 
@@ -225,7 +230,7 @@ def _cv_metrics(kind: str, path: Path | None = None) -> dict | None:
 def run_final(kind: str, steps: int, arch: str = DEFAULT_SPEC,
               weights_dir: Path = WEIGHTS, cont: bool = False, scale=None,
               xinit: bool = False, seed: int = 0, invert: float = INVERT,
-              random_init: bool = False) -> dict:
+              random_init: bool = False, cldice: float = CLDICE) -> dict:
     train_entries = entries(kind, synthetic=(kind == "generic"))
     start, lr = None, 2e-3
     if cont:  # a second round on the shipped model itself
@@ -237,7 +242,7 @@ def run_final(kind: str, steps: int, arch: str = DEFAULT_SPEC,
         if not start.exists():
             raise SystemExit(f"{start} is missing; train the {INIT[kind]} final model first")
     result = train_one(kind, train_entries, steps, kind, arch, start, lr=lr, scale=scale,
-                       seed=seed, invert=invert, random_init=random_init)
+                       seed=seed, invert=invert, random_init=random_init, cldice=cldice)
     Path(weights_dir).mkdir(parents=True, exist_ok=True)
     model = result.model
     model.name = kind
@@ -308,6 +313,9 @@ def main(argv=None) -> int:
                     help="seed of the random init, patch sampling and augmentation (default 0, "
                          "the recipe's); CV folds of another seed go to cv/<arch>-seed<N>, to "
                          "measure how much the held-out figures move from one init to another")
+    ap.add_argument("--cldice", type=float, default=CLDICE, metavar="W",
+                    help=f"weight of the soft clDice (topology) loss term (default {CLDICE:g}); "
+                         "CV folds go to cv/<arch>-cldice<W> when it differs")
     ap.add_argument("--random-init", action="store_true",
                     help="start an --arch that has ImageNet encoder weights (PRETRAINED in "
                          "bundled_data.py) from random weights instead (CV folder "
@@ -326,12 +334,12 @@ def main(argv=None) -> int:
                   flush=True)
             run_cv(kind, steps, args.arch, args.folds, cont=args.cont, scale=scale,
                    xinit=args.xinit, seed=args.seed, invert=args.invert,
-                   random_init=args.random_init)
+                   random_init=args.random_init, cldice=args.cldice)
         if args.stage in ("final", "all"):
             print(f"== {kind}: final model, {steps} steps", flush=True)
             run_final(kind, steps, args.arch, weights_dir=args.weights_dir, cont=args.cont,
                       scale=scale, xinit=args.xinit, seed=args.seed, invert=args.invert,
-                      random_init=args.random_init)
+                      random_init=args.random_init, cldice=args.cldice)
         if args.stage == "stamp":
             stamp(kind, weights_dir=args.weights_dir, evaluation=args.evaluation)
     return 0
