@@ -122,7 +122,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--speed-only", action="store_true")
     ap.add_argument("--only", nargs="+", default=None, metavar="TEXT",
-                    help="only the candidates whose name contains one of these, e.g. resnet18 lite0")
+                    help="only the candidates whose name contains one of these, "
+                         "e.g. resnet18 lite0")
     args = ap.parse_args(argv)
     set_threads(args.threads)
     from napari_temdefect.models import create_model

@@ -119,7 +119,7 @@ def test_train_from_scratch_cli(tmp_path, capsys):
     config = model.history[-1]["config"]
     assert config["schedule"] == "cosine"
     assert config["invert"] == 0.5 and config["cldice_weight"] == 0.5
-    rc = main(["train", "--images", str(i1), "--labels", str(l1), "--out", str(tmp_path / "bad.safetensors"),
-               "--invert", "2", *FAST])
+    rc = main(["train", "--images", str(i1), "--labels", str(l1),
+               "--out", str(tmp_path / "bad.safetensors"), "--invert", "2", *FAST])
     err = capsys.readouterr().err
     assert rc == 2 and "invert is a probability" in err and len(err.strip().splitlines()) == 1
