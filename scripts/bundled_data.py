@@ -71,6 +71,11 @@ def encoder_weights(arch: str, random_init: bool = False) -> str | None:
         raise SystemExit(f"{arch}: {exc} (or pass --random-init)") from None
 
 
+#: The architecture of the shipped models (chosen by the 3-fold CV in docs/models.md);
+#: ``generic`` continues the grain-boundary final, so it has the same one.
+DEFAULT_SPEC = "unet-resnet18"
+
+
 def load_set(kind: str) -> list[dict]:
     """Return [{name, image (2D), mask (bool)}] for a real data set, sorted by name."""
     from skimage import io
