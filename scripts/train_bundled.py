@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -65,17 +66,74 @@ CLDICE = 0.0
 SYNTHETIC = (("grains", 4), ("bubbles", 4), ("dislocations", 4))
 
 
-def recipe(steps: int, seed: int = 0, lr: float = 2e-3, scale=None, invert: float = INVERT,
-           cldice: float = CLDICE):
-    """The recipe of every bundled model (project training code): all layers, BCE + Dice,
-    D4 + intensity augmentation, AdamW with a cosine schedule, a small L2 penalty; the
-    weights with the best validation loss (tiles held back from every image) are kept."""
-    from napari_temdefect.training import TrainConfig
+#: Training patches of the shipped recipe: ``BATCH`` patches of ``PATCH``² pixels per step.
+PATCH, BATCH = 256, 4
 
-    return TrainConfig(depth="all", freeze_bn=False, steps=steps, lr=lr, schedule="cosine",
-                       l2=1e-5, batch_size=4, patch_size=256, val_fraction=0.1,
-                       patience=None, eval_every=100, monitor="val_loss", seed=seed,
-                       device="cpu", scale_range=scale, invert=invert, cldice_weight=cldice)
+
+@dataclass(frozen=True)
+class Variant:
+    """One recipe variant: the shipped recipe when every field has its default.
+
+    ``tag`` names its CV folder, so the folds of two variants never overwrite each other; a
+    new option is one field here, one term in ``tag``, one argument to ``TrainConfig`` in
+    :meth:`config` and one ``--flag`` in :func:`main`."""
+
+    arch: str = DEFAULT_SPEC
+    seed: int = 0
+    scale: tuple | None = SCALE
+    invert: float = INVERT
+    cldice: float = CLDICE
+    random_init: bool = False  # an ImageNet spec (``PRETRAINED``) from random weights
+    xinit: bool = False  # start from the other real set's shipped model (``CROSS``)
+    cont: bool = False  # continue the recipe's checkpoints (``CONTINUE_LR``)
+    patch: int = PATCH
+    batch: int = BATCH
+
+    @property
+    def tag(self) -> str:
+        """``<arch>[-random][-scale][-cont][-xinit][-invert<P>][-cldice<W>][-patch<N>]
+        [-batch<N>][-seed<N>]``."""
+        scale = None if self.scale is None else tuple(self.scale)
+        parts = [self.arch]
+        if self.random_init and self.arch in PRETRAINED:
+            parts.append("random")
+        if scale != SCALE:
+            parts.append("scale" if scale is not None else "noscale")
+        parts += ["cont"] * self.cont + ["xinit"] * self.xinit
+        if self.invert != INVERT:
+            parts.append(f"invert{self.invert:g}")
+        if self.cldice != CLDICE:
+            parts.append(f"cldice{self.cldice:g}")
+        if self.patch != PATCH:
+            parts.append(f"patch{self.patch}")
+        if self.batch != BATCH:
+            parts.append(f"batch{self.batch}")
+        if self.seed:
+            parts.append(f"seed{self.seed}")
+        return "-".join(parts)
+
+    def config(self, steps: int, lr: float = 2e-3):
+        """The recipe of every bundled model (project training code): all layers, BCE + Dice,
+        D4 + intensity augmentation, AdamW with a cosine schedule, a small L2 penalty; the
+        weights with the best validation loss (tiles held back from every image) are kept."""
+        from napari_temdefect.training import TrainConfig
+
+        return TrainConfig(depth="all", freeze_bn=False, steps=steps, lr=lr, schedule="cosine",
+                           l2=1e-5, batch_size=self.batch, patch_size=self.patch,
+                           val_fraction=0.1, patience=None, eval_every=100,
+                           monitor="val_loss", seed=self.seed, device="cpu",
+                           scale_range=self.scale, invert=self.invert,
+                           cldice_weight=self.cldice)
+
+    def encoder_weights(self) -> str | None:
+        """The ImageNet encoder file a new network of this variant starts from (or None)."""
+        return encoder_weights(self.arch, self.random_init)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+RECIPE = Variant()
 
 
 def entries(kind: str, names=None, synthetic: bool = False):
@@ -107,13 +165,12 @@ def entries(kind: str, names=None, synthetic: bool = False):
 INIT = {"generic": "grain-boundary"}
 
 
-def train_one(kind: str, train_entries, steps: int, name: str, arch: str = DEFAULT_SPEC,
-              init: Path | None = None, lr: float = 2e-3, scale=None, seed: int = 0,
-              invert: float = INVERT, random_init: bool = False, cldice: float = CLDICE):
+def train_one(kind: str, train_entries, steps: int, name: str, variant: Variant = RECIPE,
+              init: Path | None = None, lr: float = 2e-3):
     from napari_temdefect.models import ModelSpec, load_model
     from napari_temdefect.training import TrainingSet, train
 
-    start = ModelSpec(classes=CLASSES[kind], **SPECS[arch])
+    start = ModelSpec(classes=CLASSES[kind], **SPECS[variant.arch])
     if init is not None:  # continue training another model
         start = load_model(init, device="cpu")
         start.name, start.spec.classes, start.parent = name, CLASSES[kind], str(init.name)
@@ -128,30 +185,15 @@ def train_one(kind: str, train_entries, steps: int, name: str, arch: str = DEFAU
             print(f"  [{name}] step {ev['step']:5d}  {clock():6.0f} s  train {ev['train_loss']}  "
                   f"val_loss {ev['val_loss']:.4f}  val_f1 {ev['val_f1']:.3f}", flush=True)
 
-    config = recipe(steps, seed=seed, lr=lr, scale=scale, invert=invert, cldice=cldice)
     # a new network starts from its spec's ImageNet encoder file, if it has one
-    weights = None if init is not None else encoder_weights(arch, random_init)
+    weights = None if init is not None else variant.encoder_weights()
     if weights:
         print(f"  [{name}] encoder from {weights}", flush=True)
-    result = train(start, TrainingSet(train_entries), config, name=name,
+    result = train(start, TrainingSet(train_entries), variant.config(steps, lr), name=name,
                    encoder_weights=weights, progress=progress)
     print(f"  [{name}] done: {result.steps} steps in {result.seconds:.0f} s, best step "
           f"{result.best_step} (val F1 {result.best_val_f1})", flush=True)
     return result
-
-
-def variant(arch: str, cont: bool = False, scale=None, xinit: bool = False,
-            seed: int = 0, invert: float = INVERT, random_init: bool = False,
-            cldice: float = CLDICE) -> str:
-    """The CV folder name of a recipe variant:
-    ``<arch>[-random][-scale][-cont][-xinit][-invert<P>][-cldice<W>][-seed<N>]``."""
-    differs = (None if scale is None else tuple(scale)) != SCALE
-    return arch + ("-random" if random_init and arch in PRETRAINED else "") \
-        + ("-scale" if differs and scale is not None else
-                   "-noscale" if differs else "") + ("-cont" if cont else "") \
-        + ("-xinit" if xinit else "") + (f"-invert{invert:g}" if invert != INVERT else "") \
-        + (f"-cldice{cldice:g}" if cldice != CLDICE else "") \
-        + (f"-seed{seed}" if seed else "")
 
 
 #: ``--cross-init``: start each real-data model from the shipped model of the OTHER real set
@@ -171,16 +213,15 @@ def cross_source(kind: str) -> Path:
 CONTINUE_LR = 5e-4
 
 
-def run_cv(kind: str, steps: int, arch: str = DEFAULT_SPEC, folds=None,
-           cont: bool = False, scale=None, xinit: bool = False, seed: int = 0,
-           invert: float = INVERT, random_init: bool = False, cldice: float = CLDICE) -> dict:
+def run_cv(kind: str, steps: int, variant: Variant = RECIPE, folds=None) -> dict:
     """One model per fold (whole images held out), trained exactly like the final model.
 
-    ``cont``: continue each fold's checkpoint for ``steps`` more steps at :data:`CONTINUE_LR`
-    (written to ``cv/<arch>-cont/``), as ``--stage final --continue`` does for a shipped model.
+    ``variant.cont``: continue each fold's checkpoint of the recipe for ``steps`` more steps at
+    :data:`CONTINUE_LR` (written to ``cv/<arch>-cont/``), as ``--stage final --continue`` does
+    for a shipped model.
     """
-    tag = variant(arch, cont, scale, xinit, seed, invert, random_init, cldice)
-    if steps != STEPS[kind] and not cont:  # never overwrite the recipe's folds
+    tag = variant.tag
+    if steps != STEPS[kind] and not variant.cont:  # never overwrite the recipe's folds
         tag += f"-{steps}steps"
     out_dir = RUNS / "cv" / tag
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -191,23 +232,21 @@ def run_cv(kind: str, steps: int, arch: str = DEFAULT_SPEC, folds=None,
             continue
         train_names = [n for n in all_names if n not in held]
         init, lr = None, 2e-3
-        if cont:
-            init, lr = RUNS / "cv" / arch / f"{kind}-fold{k}.safetensors", CONTINUE_LR
+        if variant.cont:
+            init, lr = RUNS / "cv" / variant.arch / f"{kind}-fold{k}.safetensors", CONTINUE_LR
             if not init.exists():
                 raise SystemExit(f"{init} is missing; run the cv stage first")
-        elif xinit:
+        elif variant.xinit:
             init = cross_source(kind)
-        result = train_one(kind, entries(kind, train_names), steps, f"{kind}-fold{k}", arch,
-                           init, lr=lr, scale=scale, seed=seed, invert=invert,
-                           random_init=random_init, cldice=cldice)
+        result = train_one(kind, entries(kind, train_names), steps, f"{kind}-fold{k}", variant,
+                           init, lr=lr)
         path = out_dir / f"{kind}-fold{k}.safetensors"
         result.model.save(path, overwrite=True, half=False, held_out=held, train=train_names)
         out.append({"fold": k, "held_out": held, "train": train_names, "path": str(path),
                     **result.to_dict()})
         write_json(RUNS / f"train_cv_{kind}_{tag}_fold{k}.json",
-                   {"model": kind, "arch": arch, "steps": steps, "scale_range": scale,
-                    "seed": seed, "invert": invert, "cldice_weight": cldice,
-                    "encoder_weights": encoder_weights(arch, random_init), **out[-1]})
+                   {"model": kind, "steps": steps, **variant.to_dict(),
+                    "encoder_weights": variant.encoder_weights(), **out[-1]})
     return {"folds": out}
 
 
@@ -227,22 +266,19 @@ def _cv_metrics(kind: str, path: Path | None = None) -> dict | None:
             "at_threshold_untuned_folds": data.get("summary_at_threshold_untuned_folds")}
 
 
-def run_final(kind: str, steps: int, arch: str = DEFAULT_SPEC,
-              weights_dir: Path = WEIGHTS, cont: bool = False, scale=None,
-              xinit: bool = False, seed: int = 0, invert: float = INVERT,
-              random_init: bool = False, cldice: float = CLDICE) -> dict:
+def run_final(kind: str, steps: int, variant: Variant = RECIPE,
+              weights_dir: Path = WEIGHTS) -> dict:
     train_entries = entries(kind, synthetic=(kind == "generic"))
     start, lr = None, 2e-3
-    if cont:  # a second round on the shipped model itself
+    if variant.cont:  # a second round on the shipped model itself
         start, lr = weights_dir / f"{kind}.safetensors", CONTINUE_LR
-    elif xinit and kind in CROSS:
+    elif variant.xinit and kind in CROSS:
         start = cross_source(kind)
     elif kind in INIT:
         start, lr = weights_dir / f"{INIT[kind]}.safetensors", 1e-3
         if not start.exists():
             raise SystemExit(f"{start} is missing; train the {INIT[kind]} final model first")
-    result = train_one(kind, train_entries, steps, kind, arch, start, lr=lr, scale=scale,
-                       seed=seed, invert=invert, random_init=random_init, cldice=cldice)
+    result = train_one(kind, train_entries, steps, kind, variant, start, lr=lr)
     Path(weights_dir).mkdir(parents=True, exist_ok=True)
     model = result.model
     model.name = kind
@@ -254,8 +290,8 @@ def run_final(kind: str, steps: int, arch: str = DEFAULT_SPEC,
         training_pixel_size_nm=None,
         cv_metrics=_cv_metrics(kind),
         recipe="scripts/train_bundled.py --stage final --only " + kind
-               + (" --cross-init" if xinit and kind in CROSS else "")
-               + (" (then --continue)" if cont else ""),
+               + (" --cross-init" if variant.xinit and kind in CROSS else "")
+               + (" (then --continue)" if variant.cont else ""),
     )
     size = path.stat().st_size / 1e6
     print(f"  wrote {path} ({size:.1f} MB)", flush=True)
@@ -324,22 +360,27 @@ def main(argv=None) -> int:
                     help="final/stamp: where the models are written and read (default: the "
                          "package's weights folder; give another folder to train candidates "
                          "without touching the shipped models)")
+    ap.add_argument("--patch", type=int, default=PATCH, metavar="N",
+                    help=f"training patch size in px (default {PATCH}); CV folds go to "
+                         "cv/<arch>-patch<N> when it differs")
+    ap.add_argument("--batch", type=int, default=BATCH, metavar="N",
+                    help=f"patches per step (default {BATCH}); CV folds go to "
+                         "cv/<arch>-batch<N> when it differs")
     args = ap.parse_args(argv)
-    scale = None if args.scale is None else tuple(args.scale)
+    variant = Variant(arch=args.arch, seed=args.seed,
+                      scale=None if args.scale is None else tuple(args.scale),
+                      invert=args.invert, cldice=args.cldice, random_init=args.random_init,
+                      xinit=args.xinit, cont=args.cont, patch=args.patch, batch=args.batch)
     set_threads(args.threads)
     for kind in args.only:
         steps = args.steps or STEPS[kind]
         if args.stage in ("cv", "all") and kind in FOLDS:
-            print(f"== {kind}: cross-validation, {len(FOLDS[kind])} folds × {steps} steps",
-                  flush=True)
-            run_cv(kind, steps, args.arch, args.folds, cont=args.cont, scale=scale,
-                   xinit=args.xinit, seed=args.seed, invert=args.invert,
-                   random_init=args.random_init, cldice=args.cldice)
+            print(f"== {kind}: cross-validation, {len(FOLDS[kind])} folds × {steps} steps "
+                  f"({variant.tag})", flush=True)
+            run_cv(kind, steps, variant, args.folds)
         if args.stage in ("final", "all"):
             print(f"== {kind}: final model, {steps} steps", flush=True)
-            run_final(kind, steps, args.arch, weights_dir=args.weights_dir, cont=args.cont,
-                      scale=scale, xinit=args.xinit, seed=args.seed, invert=args.invert,
-                      random_init=args.random_init, cldice=args.cldice)
+            run_final(kind, steps, variant, weights_dir=args.weights_dir)
         if args.stage == "stamp":
             stamp(kind, weights_dir=args.weights_dir, evaluation=args.evaluation)
     return 0

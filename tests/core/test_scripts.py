@@ -21,3 +21,41 @@ def test_bundled_model_script_imports(name, monkeypatch):
         monkeypatch.delitem(sys.modules, mod, raising=False)
     module = importlib.import_module(name)
     assert callable(module.main)
+
+
+@pytest.fixture
+def train_bundled(monkeypatch):
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    for mod in ("train_bundled", "bundled_data"):
+        monkeypatch.delitem(sys.modules, mod, raising=False)
+    return importlib.import_module("train_bundled")
+
+
+def test_recipe_variants_keep_their_cv_folder_names(train_bundled):
+    """The CV folders that evaluate_bundled.py --arch reads are named by Variant.tag; the
+    folders of the runs in docs/models.md must keep resolving, and two variants never share one."""
+    V = train_bundled.Variant
+    assert train_bundled.RECIPE.tag == "unet-resnet18"
+    assert V(seed=2).tag == "unet-resnet18-seed2"
+    assert V(cldice=0.5).tag == "unet-resnet18-cldice0.5"
+    assert V(invert=0.5).tag == "unet-resnet18-invert0.5"
+    assert V(xinit=True).tag == "unet-resnet18-xinit"
+    assert V(arch="unet-mobilenet_v2", scale=(0.75, 1.33)).tag == "unet-mobilenet_v2-scale"
+    assert V(arch="unet-mobilenet_v2", cont=True).tag == "unet-mobilenet_v2-cont"
+    assert V(arch="unet-efficientnet_lite0", random_init=True).tag == \
+        "unet-efficientnet_lite0-random"
+    assert V(random_init=True).tag == "unet-resnet18"  # resnet18 starts from random anyway
+    assert V(patch=512, batch=1).tag == "unet-resnet18-patch512-batch1"
+    assert V(cldice=1, seed=1).tag == "unet-resnet18-cldice1-seed1"
+
+
+def test_recipe_config_carries_every_variant_field(train_bundled):
+    shipped = train_bundled.RECIPE.config(1200)
+    assert (shipped.steps, shipped.lr, shipped.batch_size, shipped.patch_size) == (1200, 2e-3, 4, 256)
+    assert (shipped.seed, shipped.invert, shipped.cldice_weight, shipped.scale_range) == \
+        (0, 0.0, 0.0, None)
+    assert (shipped.depth, shipped.freeze_bn, shipped.monitor) == ("all", False, "val_loss")
+    c = train_bundled.Variant(seed=3, invert=0.5, cldice=0.25, scale=(0.8, 1.2), patch=384,
+                              batch=2).config(50, lr=5e-4)
+    assert (c.steps, c.lr, c.seed, c.invert, c.cldice_weight) == (50, 5e-4, 3, 0.5, 0.25)
+    assert (tuple(c.scale_range), c.patch_size, c.batch_size) == ((0.8, 1.2), 384, 2)
