@@ -18,3 +18,23 @@ def as_threshold(value) -> float | None:
     except (TypeError, ValueError):
         return None
     return t if 0.0 < t < 1.0 else None
+
+
+#: Words in a model's class names that say what to measure, checked in this order
+#: ("dislocation loop" is a blob; "dislocation" alone a line).
+_KIND_WORDS = (
+    ("grains", ("boundar", "grain")),
+    ("blobs", ("loop", "bubble", "void", "cavit", "precipitat", "blob", "particle", "pore")),
+    ("lines", ("disloc", "line")),
+)
+
+
+def kind_for_class(name) -> str | None:
+    """The kind of measurement a model class name implies (``"boundary"`` → ``"grains"``,
+    ``"bubble"`` → ``"blobs"``, ``"dislocation"`` → ``"lines"``), or None when the name does
+    not say (``"defect"``)."""
+    text = str(name or "").lower()
+    for kind, words in _KIND_WORDS:
+        if any(w in text for w in words):
+            return kind
+    return None

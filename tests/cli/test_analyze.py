@@ -79,3 +79,27 @@ def test_analyze_missing_input_and_model(tmp_path, tiny_checkpoint, capsys):
     data = _images(tmp_path / "data", 1)
     assert main(_args(data, tmp_path / "out", tmp_path / "missing.safetensors")) == 2
     assert "No checkpoint file" in capsys.readouterr().err
+
+
+def test_analyze_kind_comes_from_the_model_class(tmp_path, tiny_model, capsys):
+    """Without --kind, a model whose class says what it finds is measured that way; one whose
+    class does not (generic's 'defect') is refused in one line that names --kind."""
+    data = _images(tmp_path / "data", 1)
+    tiny_model.spec.classes = ["boundary"]
+    grains = tiny_model.save(tmp_path / "gb.safetensors")
+    args = ["analyze", str(data), "--model", str(grains), "--tile", "128", "--overlap", "16",
+            "--device", "cpu", "-q"]
+    assert main([*args, "--out", str(tmp_path / "out")]) == 0
+    assert "measuring grains" in capsys.readouterr().err
+    assert pd.read_csv(tmp_path / "out" / "summary.csv")["kind"].tolist() == ["grains"]
+    # --kind overrides the model's class
+    assert main([*args, "--out", str(tmp_path / "out2"), "--kind", "blobs"]) == 0
+    assert pd.read_csv(tmp_path / "out2" / "summary.csv")["kind"].tolist() == ["blobs"]
+
+    tiny_model.spec.classes = ["defect"]
+    vague = tiny_model.save(tmp_path / "vague.safetensors")
+    args[3] = str(vague)
+    assert main([*args, "--out", str(tmp_path / "out3")]) == 2
+    err = capsys.readouterr().err
+    assert "does not say what to measure; pass --kind" in err and "Traceback" not in err
+    assert not (tmp_path / "out3" / "summary.csv").exists()

@@ -415,3 +415,16 @@ def test_synthetic_grains_known_count_and_size():
     areas = np.bincount(filled.ravel())[inner]
     assert s["mean_grain_diameter_nm"] == pytest.approx(
         np.mean(2 * np.sqrt(areas / np.pi)) * g.pixel_size_nm, rel=0.02)
+
+
+@pytest.mark.parametrize("name, kind", [
+    ("boundary", "grains"), ("grain boundary", "grains"), ("Grain", "grains"),
+    ("bubble", "blobs"), ("void", "blobs"), ("cavity", "blobs"), ("precipitate", "blobs"),
+    ("dislocation loop", "blobs"), ("loop", "blobs"),
+    ("dislocation", "lines"), ("line", "lines"),
+    ("defect", None), ("", None), (None, None),
+])
+def test_kind_for_class(name, kind):
+    from napari_temdefect.quantify import kind_for_class
+
+    assert kind_for_class(name) == kind

@@ -27,9 +27,11 @@ def add_parser(sub):
     p.add_argument("--model", "-m", default=None, metavar="NAME_OR_PATH",
                    help="bundled model name (see `temdefect models`) or .safetensors checkpoint "
                         "(default: the default bundled model)")
-    p.add_argument("--kind", required=True, choices=("blobs", "lines", "grains"),
+    p.add_argument("--kind", default=None, choices=("blobs", "lines", "grains"),
                    help="what to measure: blobs (bubbles, voids, loops, precipitates), lines "
-                        "(dislocations, boundaries) or grains")
+                        "(dislocations, boundaries) or grains (default: what the model's class "
+                        "says: boundary → grains, bubble → blobs, dislocation → lines; needed "
+                        "for a model whose class does not say, such as generic's 'defect')")
     p.add_argument("--out", "-o", required=True, metavar="DIR", help="output folder")
     p.add_argument("--pixel-size", type=float, default=None, metavar="NM",
                    help="nm per pixel for every image (default: each file's own calibration; "
@@ -66,6 +68,29 @@ def add_parser(sub):
     return p
 
 
+def kind_of_model(model, class_name=None) -> str:
+    """The measurement a model's class implies (``--kind`` not given), or one sentence asking
+    for ``--kind``. Reads the checkpoint's header only."""
+    from ..constants import kind_for_class
+    from ..errors import TemDefectError
+    from ..models import checkpoint_path
+    from ..models.checkpoint import read_metadata
+
+    path, name = checkpoint_path(model)
+    classes = list((read_metadata(path).get("spec") or {}).get("classes") or [])
+    if class_name is not None and class_name in classes:
+        classes = [class_name]
+    cls = class_name if class_name is not None else (classes[0] if classes else None)
+    kind = kind_for_class(cls)
+    if kind is None:
+        raise TemDefectError(
+            f"The model {name!r} (class {cls!r}) does not say what to measure; pass --kind "
+            "blobs, lines or grains.")
+    print(f"temdefect analyze: measuring {kind} (model {name!r}, class {cls!r}); "
+          "--kind overrides", file=sys.stderr)
+    return kind
+
+
 def run(args) -> int:
     from ..batch import BatchSettings, run_batch
     from ..errors import TemDefectError
@@ -84,8 +109,9 @@ def run(args) -> int:
         from ..batch.dask_runner import parse_scheduler
 
         parse_scheduler(args.scheduler)  # a typo fails before any work
+    kind = args.kind or kind_of_model(model, args.class_name)
     settings = BatchSettings(
-        model=model, kind=args.kind, pixel_size_nm=args.pixel_size,
+        model=model, kind=kind, pixel_size_nm=args.pixel_size,
         thickness_nm=args.thickness, tile=args.tile, overlap=args.overlap, tta=args.tta,
         invert=args.invert,
         threshold=args.threshold, device=args.device, batch_size=args.batch_size,

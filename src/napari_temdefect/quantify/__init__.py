@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..constants import IGNORE_LABEL, KINDS
+from ..constants import IGNORE_LABEL, KINDS, kind_for_class
 from ..errors import TemDefectError
 from .tables import OBJECT_COLUMNS, SUMMARY_COLUMNS, measure, px_name, summarize, write_csv
 
 __all__ = ["quantify", "QuantResult", "write_csv", "OBJECT_COLUMNS", "SUMMARY_COLUMNS",
-           "DEFAULT_MIN_SIZE_PX", "px_name"]
+           "DEFAULT_MIN_SIZE_PX", "px_name", "kind_for_class"]
 
 #: Default minimum object size: pixels of area (blobs, grains) or of skeleton length (lines).
 DEFAULT_MIN_SIZE_PX = {"blobs": 5, "lines": 5, "grains": 20}

@@ -2,7 +2,8 @@
 
 Input: a Labels layer (instances or a mask, e.g. ``<image> defects``) or an Image layer holding
 a probability map. The kind is preset from the classes recorded on the layer (``boundary`` →
-grains, ``dislocation`` → lines, others → blobs) until the user picks one. The pixel size is pre-filled from the layer (its ``scale`` or
+grains, ``dislocation`` → lines, others → blobs; ``constants.kind_for_class``) until the user
+picks one. The pixel size is pre-filled from the layer (its ``scale`` or
 ``metadata["pixel_size_nm"]``); an empty field means uncalibrated and results in pixels.
 The core is :func:`napari_temdefect.quantify.quantify`, run in a ``thread_worker``.
 
@@ -33,7 +34,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..constants import KINDS, as_threshold
+from ..constants import KINDS, as_threshold, kind_for_class
 from ..errors import TemDefectError
 from ._common import geometry, layer_kind, layer_pixel_size, set_layer, show_error
 
@@ -51,17 +52,14 @@ def image_name_of(layer_name: str) -> str:
 
 
 def guess_kind(layer) -> str | None:
-    """The kind that fits the classes recorded on a layer (Inference, sample data), if any."""
+    """The kind that fits the classes recorded on a layer (Inference, sample data), if any;
+    blobs when the classes do not say (``"defect"``)."""
     meta = getattr(layer, "metadata", {}) or {}
     classes = (meta.get("temdefect") or {}).get("classes") or meta.get("classes") or []
-    names = " ".join(str(c).lower() for c in classes)
-    if not names:
+    if not classes:
         return None
-    if "boundar" in names or "grain" in names:
-        return "grains"
-    if "disloc" in names or "line" in names:
-        return "lines"
-    return "blobs"
+    kinds = [kind_for_class(c) for c in classes]
+    return next((k for k in kinds if k), "blobs")
 
 
 def layer_threshold(layer) -> float | None:
