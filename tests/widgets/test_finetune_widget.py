@@ -193,9 +193,12 @@ def test_bad_input_is_a_message_and_nothing_starts(make_napari_viewer, qtbot, mo
     assert widget.worker is None
 
 
-def test_model_loads_after_a_shown_viewer(tmp_path):
+@pytest.mark.parametrize("widget", [True, False], ids=["widget", "console"])
+def test_model_loads_after_a_shown_viewer(tmp_path, widget):
     """On software OpenGL (Mesa llvmpipe), importing triton after napari's canvas segfaults;
-    the widgets package prevents that. Run in a fresh process: the crash kills the process."""
+    the widgets package prevents that, and so does the model builder when no widget was ever
+    imported (a model built from napari's console or a script). Run in a fresh process: the
+    crash kills the process."""
     import os
     import subprocess
     import sys
@@ -209,9 +212,9 @@ def test_model_loads_after_a_shown_viewer(tmp_path):
         "v.add_image(np.zeros((64, 64)))\n"
         "from qtpy.QtWidgets import QApplication\n"
         "QApplication.processEvents()\n"
-        "from napari_temdefect.widgets.finetune import FinetuneWidget\n"
-        "w = FinetuneWidget(v)\n"
-        "from napari_temdefect.models import create_model\n"
+        + ("from napari_temdefect.widgets.finetune import FinetuneWidget\n"
+           "w = FinetuneWidget(v)\n" if widget else "")
+        + "from napari_temdefect.models import create_model\n"
         "create_model(arch='unet', encoder='resnet18', device='cpu',\n"
         "             options={'encoder_depth': 3, 'decoder_channels': (32, 16, 8)})\n"
         "print('model ok')\n"

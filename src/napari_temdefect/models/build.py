@@ -23,6 +23,9 @@ def build_module(spec: ModelSpec, encoder_weights: str | None = None) -> nn.Modu
             raise TemDefectError("DefectSegNet has no pretrained encoder; use encoder_weights=None.")
         return DefectSegNet(in_channels=spec.in_channels, classes=spec.num_classes, **spec.options)
 
+    from .._llvm import avoid_llvm_clash
+
+    avoid_llvm_clash()  # before smp imports torchvision (-> triton)
     import segmentation_models_pytorch as smp
 
     cls = getattr(smp, _SMP_CLASSES[spec.arch])

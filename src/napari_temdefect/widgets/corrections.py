@@ -24,7 +24,7 @@ from ..constants import IGNORE_LABEL
 from ..errors import TemDefectError
 from ._common import layer_pixel_size, show_error
 from ._results import OUTPUT_KEY
-from . import _avoid_llvm_clash
+from .._llvm import avoid_llvm_clash
 from ._session import get_session, get_signals
 
 DEFECTS_SUFFIX = " defects"
@@ -79,7 +79,7 @@ class CorrectionsWidget(QWidget):
 
     def __init__(self, napari_viewer):
         super().__init__()
-        _avoid_llvm_clash()  # before anything imports torch next to napari's GL
+        avoid_llvm_clash()  # before anything imports torch next to napari's GL
         self.viewer = napari_viewer
         self.session = get_session(napari_viewer)
         self.signals = get_signals(napari_viewer)

@@ -26,7 +26,7 @@ from ..errors import TemDefectError
 from ._common import show_error
 from ._results import ask_replace_edited, prepare_labels, show_prediction
 from .inference import layer_image
-from . import _avoid_llvm_clash
+from .._llvm import avoid_llvm_clash
 from ._session import get_session, get_signals
 
 DEPTHS = ("deep", "decoder", "all")
@@ -137,7 +137,7 @@ class FinetuneWidget(QWidget):
 
     def __init__(self, napari_viewer):
         super().__init__()
-        _avoid_llvm_clash()  # before anything imports torch next to napari's GL
+        avoid_llvm_clash()  # before anything imports torch next to napari's GL
         self.viewer = napari_viewer
         self.session = get_session(napari_viewer)
         self.signals = get_signals(napari_viewer)

@@ -66,10 +66,10 @@ class InferenceWidget(QWidget):
 
     def __init__(self, napari_viewer, parent=None):
         super().__init__(parent)
-        from . import _avoid_llvm_clash
+        from .._llvm import avoid_llvm_clash
         from ..device import available_devices
 
-        _avoid_llvm_clash()  # before the first model load next to napari's GL
+        avoid_llvm_clash()  # before the first model load next to napari's GL
         from ..models import default_model_name, list_models
 
         self.viewer = napari_viewer
