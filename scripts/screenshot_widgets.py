@@ -1,7 +1,7 @@
 """Regenerate the widget screenshots in docs/images/ (real napari windows, no mock-ups).
 
     xvfb-run -s "-screen 0 1600x1000x24" .venv/bin/python scripts/screenshot_widgets.py \
-        [--model NAME_OR_PATH] [--out docs/images] [--only corrections finetune]
+        [--model NAME_OR_PATH] [--out docs/images] [--only corrections quantify finetune]
 
 The micrograph is a 512² crop of a real He-bubble image from ../shared/data when present
 (else a synthetic one). Without --model, a small U-Net is first trained for a few seconds on
@@ -113,7 +113,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None)
     ap.add_argument("--out", default=str(ROOT / "docs" / "images"))
-    ap.add_argument("--only", nargs="*", default=["corrections", "finetune"])
+    ap.add_argument("--only", nargs="*", default=["corrections", "quantify", "finetune"],
+                    choices=["corrections", "quantify", "finetune"])
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -136,6 +137,7 @@ def main(argv=None) -> int:
     # the prediction layers, exactly as inference makes them
     _, corr = viewer.window.add_plugin_dock_widget("napari-temdefect", "Corrections")
     _, fine = viewer.window.add_plugin_dock_widget("napari-temdefect", "Fine-tune")
+    _, quant = viewer.window.add_plugin_dock_widget("napari-temdefect", "Quantification")
     result = predict(model, image, threshold=0.5, device="cpu")
     from napari_temdefect.widgets._results import prepare_labels, show_prediction
 
@@ -170,6 +172,25 @@ def main(argv=None) -> int:
     settle(viewer, 1.0)
     if "corrections" in args.only:
         save_png(viewer, out / "corrections.png")
+
+    if "quantify" in args.only:
+        # the corrected labels measured as blobs; the images carry no calibration, so the
+        # pixel size stays empty and the results are in px
+        show_only(viewer, "Quantification")
+        quant._refresh_layers()
+        quant.layer_combo.setCurrentText(layer.name)
+        quant.kind_combo.setCurrentText("blobs")
+        worker = quant.run()
+        if worker is None:
+            print("quantification did not start", file=sys.stderr)
+            return 1
+        wait_worker(worker)
+        quant.tabs.setCurrentIndex(2)  # the size histogram
+        viewer.layers.selection.active = quant.result_layer
+        layer.mode = "pan_zoom"
+        settle(viewer, 1.0)
+        save_png(viewer, out / "quantify.png")
+        layer.mode = "paint"
 
     if "finetune" in args.only:
         show_only(viewer, "Fine-tune")

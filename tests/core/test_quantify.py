@@ -428,3 +428,88 @@ def test_kind_for_class(name, kind):
     from napari_temdefect.quantify import kind_for_class
 
     assert kind_for_class(name) == kind
+
+
+# ---------------------------------------------------------------- ignored regions
+
+def test_ignored_pixels_are_outside_the_measured_field():
+    """An ignore region is not part of the micrograph that is measured: objects under it are
+    not counted, densities and fractions are per the rest, and an object it cuts is flagged
+    like one cut by the image edge."""
+    from napari_temdefect.constants import IGNORE_LABEL
+
+    mask, diameters, _ = disks_image()
+    labels = ndi.label(mask)[0].astype(np.int32)
+    # painted over the lower right, as the brush does: it hides the disk at (200, 200) and the
+    # right edge of the one at (180, 120)
+    labels[140:, 128:] = IGNORE_LABEL
+    res = quantify(labels, "blobs", PX)
+    s = res.summary.iloc[0]
+    kept_px = int(np.count_nonzero(mask)) - int(np.count_nonzero(mask[140:, 128:]))
+    ignored_px = 116 * 128
+    assert s["ignored_fraction"] == pytest.approx(ignored_px / 256 ** 2)
+    assert s["field_area_um2"] == pytest.approx((256 ** 2 - ignored_px) * PX ** 2 * 1e-6)
+    assert s["count"] == 9  # (200, 200) is wholly ignored; (180, 120) is cut at column 128
+    assert s["area_fraction"] == pytest.approx(kept_px / (256 ** 2 - ignored_px))
+    assert s["number_density_per_um2"] == pytest.approx(9 / s["field_area_um2"])
+    cut = res.objects.loc[res.objects["touches_border"], "centroid_x_nm"].to_numpy() / PX
+    assert cut.size == 1 and cut[0] < 128  # only the half of (180, 120) left of the region
+    assert not (res.labels == IGNORE_LABEL).any() and not res.labels[140:, 128:].any()
+
+    # the same field given as exclude= on a plain mask
+    exclude = labels == IGNORE_LABEL
+    again = quantify(mask, "blobs", PX, exclude=exclude).summary.iloc[0]
+    for col in ("count", "count_excluding_border", "area_fraction", "field_area_um2"):
+        assert again[col] == pytest.approx(s[col])
+    # without an ignore label nothing changes
+    plain = quantify(ndi.label(mask)[0].astype(np.int32), "blobs", PX).summary.iloc[0]
+    assert plain["ignored_fraction"] == 0 and plain["count"] == 10
+
+
+def test_ignored_region_separates_grains_and_makes_its_neighbours_border_grains():
+    b = grid_boundaries()
+    exclude = np.zeros(b.shape, bool)
+    exclude[96 - 16:96 + 16, 96 - 16:96 + 16] = True  # covers the junction shared by 4 grains
+    b[exclude] = False  # and hides the boundaries there, as an ignore brush over them would
+    s = quantify(b, "grains", PX, exclude=exclude).summary.iloc[0]
+    assert s["grain_count_including_border"] == 64  # no two grains merge through the region
+    assert s["grain_count"] == 36 - 4
+    assert s["ignored_fraction"] == pytest.approx(32 * 32 / 256 ** 2)
+
+
+def test_ignored_region_cuts_lines():
+    mask = np.zeros((128, 128), bool)
+    thick_segment(mask, (64, 10), (64, 117))
+    exclude = np.zeros_like(mask)
+    exclude[:, 64:] = True
+    res = quantify(mask, "lines", 1.0, exclude=exclude)
+    s = res.summary.iloc[0]
+    assert s["total_line_length_um"] * 1e3 == pytest.approx(54, abs=2)  # 10 → 63, not 10 → 117
+    assert s["field_area_um2"] == pytest.approx(128 * 64 * 1e-6)
+    assert bool(res.objects["touches_border"].iloc[0])
+
+
+def test_everything_ignored_is_one_sentence():
+    from napari_temdefect.constants import IGNORE_LABEL
+
+    with pytest.raises(TemDefectError, match="Every pixel is marked ignore"):
+        quantify(np.full((32, 32), IGNORE_LABEL, np.int32), "blobs", PX)
+
+
+def test_compare_leaves_out_what_the_reference_marks_ignore():
+    """A reference annotated with an ignore region is not a claim about that region: what the
+    prediction finds there is neither a false positive nor counted."""
+    from napari_temdefect.constants import IGNORE_LABEL
+
+    mask, _, _ = disks_image()
+    reference = ndi.label(mask)[0].astype(np.int32)
+    reference[140:, 128:] = IGNORE_LABEL  # the annotator skipped the lower right
+    pred = mask.copy()
+    draw_disk(pred, (230, 160), 14)  # something the annotator could not judge
+    m = compare(pred, reference, "blobs", PX).metrics.iloc[0]
+    assert m["pixel_f1"] == pytest.approx(1.0)
+    assert m["object_f1"] == pytest.approx(1.0) and m["false_positives"] == 0
+    assert m["count_pred"] == m["count_truth"] == 9
+    # without the ignore region the same prediction is wrong there
+    plain = compare(pred, ndi.label(mask)[0].astype(np.int32), "blobs", PX).metrics.iloc[0]
+    assert plain["false_positives"] == 1 and plain["pixel_f1"] < 1

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from scipy import ndimage as ndi
 
 from ..constants import IGNORE_LABEL, KINDS, kind_for_class
 from ..errors import TemDefectError
@@ -85,11 +86,18 @@ def _same_shape(arr, shape, what):
     return a
 
 
+def _union(a, b):
+    return b if a is None else a | b
+
+
 def _interpret(data, threshold: float):
-    """Return (mask bool, probability or None, instance labels or None)."""
+    """Return (mask bool, probability or None, instance labels or None, ignored bool or None).
+
+    ``ignored``: the pixels an integer label image marks :data:`IGNORE_LABEL` (the ignore
+    brush), which are outside the measured field."""
     a = _plane(data, "mask or probability map")
     if a.dtype == np.uint8 and a.max() <= 1 and a.min() >= 0:
-        return a > 0, None, None
+        return a > 0, None, None, None
     if np.issubdtype(a.dtype, np.floating):
         finite = a[np.isfinite(a)]
         if finite.size and (finite.min() < 0 or finite.max() > 1):
@@ -101,17 +109,19 @@ def _interpret(data, threshold: float):
                     "(0..1), a binary mask, or integer instance labels.")
         else:
             prob = np.where(np.isfinite(a), a, 0).astype(np.float32)
-            return prob > threshold, prob, None  # the rule of predict()
+            return prob > threshold, prob, None, None  # the rule of predict()
     if np.issubdtype(a.dtype, np.integer):
-        a = np.where(a == IGNORE_LABEL, 0, a)
+        ignored = a == IGNORE_LABEL
+        a = np.where(ignored, 0, a)
+        ignored = ignored if ignored.any() else None
         values = np.unique(a)
         values = values[values != 0]
         if values.size <= 1:
-            return a != 0, None, None
+            return a != 0, None, None, ignored
         if values.min() < 0:
             raise TemDefectError("The label image has negative values; give a mask or "
                                  "labels with 0 for background and positive ids.")
-        return a > 0, None, a
+        return a > 0, None, a, ignored
     raise TemDefectError(f"The mask has dtype {a.dtype}; give a mask, labels or probabilities.")
 
 
@@ -120,8 +130,13 @@ def quantify(mask_or_probability, kind: str, pixel_size_nm: float | None = None,
              min_size_px: int | None = None, threshold: float = 0.5,
              split_touching: bool = False, image_name: str = "image",
              split_h_px: float = 2.0, gap_px: int | None = None,
-             fill_boundaries: bool = True) -> QuantResult:
+             fill_boundaries: bool = True, exclude=None) -> QuantResult:
     """Label, measure and summarise the defects of one image.
+
+    Pixels marked ignore (:data:`IGNORE_LABEL` in integer input or ``labels``) and ``exclude``
+    (bool, same shape) are outside the measured field: no object is counted there, densities
+    and fractions are per the remaining area, and an object that touches them is treated like
+    one cut by the image edge (``touches_border``), since its extent is unknown.
 
     ``pixel_size_nm=None`` means uncalibrated: every length/area column is in pixels and named
     ``_px``/``_px2``. ``thickness_nm`` (lines) adds the dislocation density ρ = L/(A·t) in m⁻².
@@ -141,15 +156,29 @@ def quantify(mask_or_probability, kind: str, pixel_size_nm: float | None = None,
     if min_size < 0:
         raise TemDefectError("The minimum size is negative; give 0 or more pixels.")
 
-    mask, prob, instances = _interpret(mask_or_probability, float(threshold))
+    mask, prob, instances, ignored = _interpret(mask_or_probability, float(threshold))
     shape = mask.shape
     if labels is not None:
         lab = _same_shape(labels, shape, "labels")
         if not np.issubdtype(lab.dtype, np.integer):
             raise TemDefectError("The labels are not integers; give an integer label image.")
+        ignored = _union(ignored, lab == IGNORE_LABEL)
         instances = np.where(lab == IGNORE_LABEL, 0, lab)
         if kind != "grains":
             mask = instances > 0
+    if exclude is not None:
+        ignored = _union(ignored, _same_shape(exclude, shape, "exclude mask").astype(bool))
+    excluded = ignored if ignored is not None and ignored.any() else None
+    if excluded is not None:
+        if excluded.all():
+            raise TemDefectError("Every pixel is marked ignore, so nothing is left to measure; "
+                                 "erase the ignore label from the region to measure.")
+        if kind == "grains":
+            mask = mask | excluded  # a separator: no grain grows across an ignored region
+        else:
+            mask = mask & ~excluded
+        if instances is not None:
+            instances = np.where(excluded, 0, instances)
     if probability is not None:
         prob = _same_shape(probability, shape, "probability map").astype(np.float32)
     conf = _same_shape(confidence, shape, "confidence map")
@@ -187,18 +216,30 @@ def quantify(mask_or_probability, kind: str, pixel_size_nm: float | None = None,
             extra["interiors"] = interiors
         convex = solidity >= grains.CONVEX_SOLIDITY
         columns = {"solidity": solidity, "convex": convex}
+        if excluded is not None:
+            lab = np.where(excluded, 0, lab)
+            extra["boundary"] = extra["boundary"] & ~excluded
+            mask = mask & ~excluded
         foreground = int(np.count_nonzero(extra["boundary"]))
     lab = np.asarray(lab, np.int32)
     extra["mask"] = mask
+    if excluded is not None:
+        extra["excluded"] = excluded
 
     objects = measure(lab, px, kind=kind, image=image_name, probability=prob,
                       confidence=conf, length_px=length, extra=columns)
     if kind == "grains" and touches is not None:
         objects["touches_border"] = touches[objects["label"].to_numpy()]
+    if excluded is not None and len(objects):
+        near = ndi.binary_dilation(excluded, structure=np.ones((3, 3), bool))
+        cut = np.unique(lab[near & (lab > 0)])
+        objects["touches_border"] = objects["touches_border"].to_numpy(bool) | \
+            np.isin(objects["label"].to_numpy(), cut)
     grain_convex = objects["convex"].to_numpy(bool) if kind == "grains" else None
     summary = summarize(objects, kind=kind, image=image_name, shape=shape, pixel_size_nm=px,
                         foreground_px=foreground, thickness_nm=t, min_size_px=min_size,
                         threshold=float(threshold) if prob is not None else None,
-                        grain_convex=grain_convex)
+                        grain_convex=grain_convex,
+                        excluded_px=0 if excluded is None else int(np.count_nonzero(excluded)))
     return QuantResult(labels=lab, objects=objects, summary=summary, kind=kind,
                        pixel_size_nm=px, extra=extra)

@@ -61,20 +61,33 @@ def size_distance(a, b) -> tuple[float, float]:
 
 def compare(pred, truth, kind: str, pixel_size_nm: float | None = None, *, iou: float = 0.5,
             tolerance_px: float = 3.0, image_name: str = "image", **quantify_kwargs) -> Comparison:
-    """Quantify ``pred`` and ``truth`` alike (or take given QuantResults) and compare them."""
+    """Quantify ``pred`` and ``truth`` alike (or take given QuantResults) and compare them.
+
+    Pixels that either marks ignore (see :func:`~napari_temdefect.quantify.quantify`) are left
+    out of both: the other is quantified without them, and no pixel there is scored."""
     from . import QuantResult, quantify
 
-    def q(x, name):
+    def q(x, name, exclude=None):
         if isinstance(x, QuantResult):
             return x
-        return quantify(x, kind, pixel_size_nm, image_name=name, **quantify_kwargs)
+        extra = {} if exclude is None else {"exclude": exclude}
+        return quantify(x, kind, pixel_size_nm, image_name=name, **quantify_kwargs, **extra)
 
     p, t = q(pred, image_name), q(truth, image_name)
     if p.labels.shape != t.labels.shape:
         raise TemDefectError(f"The prediction is {p.labels.shape} px but the reference is "
                              f"{t.labels.shape} px; compare images of the same size.")
+    pe, te = p.extra.get("excluded"), t.extra.get("excluded")
+    excluded = te if pe is None else pe if te is None else pe | te
+    if excluded is not None:  # the ignore marks of either apply to both
+        if pe is None or (excluded & ~pe).any():
+            p = q(pred, image_name, exclude=excluded)
+        if te is None or (excluded & ~te).any():
+            t = q(truth, image_name, exclude=excluded)
     pm = p.extra.get("boundary") if kind == "grains" else p.labels > 0
     tm = t.extra.get("boundary") if kind == "grains" else t.labels > 0
+    if excluded is not None:  # given QuantResults may still differ there
+        pm, tm = pm & ~excluded, tm & ~excluded
     pix = metrics.pixel_f1(pm, tm)
     bnd = metrics.boundary_f1(pm, tm, tolerance_px=tolerance_px)
     obj = metrics.object_f1(p.labels, t.labels, iou=iou)

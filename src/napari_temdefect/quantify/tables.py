@@ -31,7 +31,7 @@ OBJECT_COLUMNS = [
 
 #: Per-image summary columns, in order (calibrated names).
 SUMMARY_COLUMNS = [
-    "image", "kind", "pixel_size_nm", "field_area_um2",
+    "image", "kind", "pixel_size_nm", "field_area_um2", "ignored_fraction",
     "count", "count_excluding_border",
     "number_density_per_um2", "number_density_excluding_border_per_um2",
     "area_fraction",
@@ -149,12 +149,15 @@ def _stats(values: np.ndarray) -> dict:
 
 def summarize(objects: pd.DataFrame, *, kind: str, image: str, shape, pixel_size_nm,
               foreground_px: int, thickness_nm=None, min_size_px=None, threshold=None,
-              grain_convex=None) -> pd.DataFrame:
-    """One-row summary of an object table (columns :data:`SUMMARY_COLUMNS`)."""
+              grain_convex=None, excluded_px: int = 0) -> pd.DataFrame:
+    """One-row summary of an object table (columns :data:`SUMMARY_COLUMNS`).
+
+    ``excluded_px`` pixels (marked ignore) are outside the measured field."""
     calibrated = pixel_size_nm is not None
     s = float(pixel_size_nm) if calibrated else 1.0
     to_um = 1e-3 if calibrated else 1.0  # nm → µm, or px stays px
-    field_px = float(shape[0]) * float(shape[1])
+    image_px = float(shape[0]) * float(shape[1])
+    field_px = image_px - float(excluded_px)
     field = field_px * (s * to_um) ** 2  # µm² or px²
     col = (lambda c: c) if calibrated else px_name
     d_col = col("equivalent_diameter_nm")
@@ -163,7 +166,8 @@ def summarize(objects: pd.DataFrame, *, kind: str, image: str, shape, pixel_size
     st = _stats(objects[d_col].to_numpy() if len(objects) else [])
     row = {
         "image": image, "kind": kind, "pixel_size_nm": s if calibrated else np.nan,
-        "field_area_um2": field, "count": count, "count_excluding_border": inner,
+        "field_area_um2": field, "ignored_fraction": float(excluded_px) / image_px,
+        "count": count, "count_excluding_border": inner,
         "number_density_per_um2": count / field,
         "number_density_excluding_border_per_um2": inner / field,
         "area_fraction": foreground_px / field_px,
