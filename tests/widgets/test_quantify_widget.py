@@ -207,3 +207,23 @@ def test_docked_from_the_plugin_menu_it_sees_layer_kinds_through_napari_proxies(
     assert len(widget.result.objects) == 2
     widget.layer_combo.setCurrentText("a defects")
     assert not widget.threshold.isEnabled()  # a labels layer is already cut
+
+
+def test_ignore_painted_on_the_layer_is_left_out_of_the_field(make_napari_viewer, qtbot):
+    """The Corrections panel's ignore brush (65535) on the measured layer: the disk under it is
+    not counted, the field shrinks, the status says how much was left out, and the layer's own
+    labels (ignore included) are untouched."""
+    from napari_temdefect.constants import IGNORE_LABEL
+
+    viewer = make_napari_viewer()
+    labels = disk_labels()
+    labels[128:, 128:] = IGNORE_LABEL  # over the disk at (200, 200)
+    layer = viewer.add_labels(labels.copy(), name="img defects", scale=(0.5, 0.5))
+    widget = QuantifyWidget(viewer)
+    qtbot.addWidget(widget)
+    run(widget, qtbot)
+    s = widget.result.summary.iloc[0]
+    assert s["count"] == 3 and s["ignored_fraction"] == pytest.approx(0.25)
+    assert s["field_area_um2"] == pytest.approx(0.75 * 256 ** 2 * 0.25 * 1e-6)
+    assert "25.0 % of the image is marked ignore" in widget.status.text()
+    np.testing.assert_array_equal(layer.data, labels)

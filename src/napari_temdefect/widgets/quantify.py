@@ -430,6 +430,9 @@ class QuantifyWidget(QWidget):
         self.export_button.setEnabled(True)
         unit = "nm" if result.calibrated else "px (uncalibrated)"
         text = f"{len(result.objects)} {result.kind} in {target.name!r}, units {unit}."
+        ignored = float(result.summary["ignored_fraction"].iloc[0])
+        if ignored > 0:
+            text += f" {100 * ignored:.1f} % of the image is marked ignore and left out."
         if comparison is not None:
             m = comparison.metrics.iloc[0]
             text += f" vs reference: pixel F1 {m['pixel_f1']:.3f}, object F1 {m['object_f1']:.3f}."
