@@ -226,18 +226,42 @@ def write_tiff(
 
 #: ImageJ-description key of the threshold a probability map was cut at (``temdefect predict``)
 THRESHOLD_TAG = "temdefect_threshold"
+#: ImageJ-description key of the classes of the model that made a map or mask (comma-separated)
+CLASSES_TAG = "temdefect_classes"
 
 
-def threshold_tags(threshold: float, model_name: str) -> dict:
+def model_tags(model_name: str, classes=None) -> dict:
+    """The ``write_tiff(tags=...)`` of a map or mask that a model made: its name and classes,
+    so `temdefect quantify` and the Quantification panel know what it shows."""
+    tags = {"temdefect_model": " ".join(str(model_name).split())}
+    names = [" ".join(str(c).replace(",", " ").split()) for c in classes or ()]
+    if names:
+        tags[CLASSES_TAG] = ",".join(names)
+    return tags
+
+
+def threshold_tags(threshold: float, model_name: str, classes=None) -> dict:
     """The ``write_tiff(tags=...)`` of a probability map cut at ``threshold`` by a model."""
-    return {THRESHOLD_TAG: float(threshold), "temdefect_model": " ".join(str(model_name).split())}
+    return {THRESHOLD_TAG: float(threshold), **model_tags(model_name, classes)}
+
+
+def _imagej_tags(micrograph: "Micrograph") -> dict:
+    original = (micrograph.metadata or {}).get("original") or {}
+    return original.get("imagej") or {}
 
 
 def map_threshold(micrograph: "Micrograph") -> float | None:
     """The threshold recorded (:data:`THRESHOLD_TAG`) in a probability-map TIFF that
     ``temdefect predict`` / ``analyze`` wrote, or None."""
-    original = (micrograph.metadata or {}).get("original") or {}
-    return as_threshold((original.get("imagej") or {}).get(THRESHOLD_TAG))
+    return as_threshold(_imagej_tags(micrograph).get(THRESHOLD_TAG))
+
+
+def map_classes(micrograph: "Micrograph") -> list[str] | None:
+    """The model classes recorded (:data:`CLASSES_TAG`) in a map or mask TIFF that
+    ``temdefect predict`` / ``analyze`` wrote, or None."""
+    text = _imagej_tags(micrograph).get(CLASSES_TAG)
+    names = [c.strip() for c in str(text).split(",") if c.strip()] if text else []
+    return names or None
 
 
 # --------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from .errors import TemDefectError
-from .io import SUPPORTED_EXTENSIONS, Micrograph, map_threshold, read_image
+from .io import SUPPORTED_EXTENSIONS, Micrograph, map_classes, map_threshold, read_image
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,8 @@ def _read(path):
 
 def layer_metadata(micrograph: Micrograph, source: str | None = None) -> dict:
     """The metadata every calibrated image layer of this plugin carries (and, for a
-    probability map that ``temdefect predict`` wrote, the threshold it was cut at)."""
+    probability map or mask that ``temdefect predict`` wrote, the threshold it was cut at and
+    the model's classes)."""
     meta = {
         "pixel_size_nm": micrograph.pixel_size_nm,
         "calibrated": micrograph.pixel_size_nm is not None,
@@ -57,9 +58,15 @@ def layer_metadata(micrograph: Micrograph, source: str | None = None) -> dict:
         "original_metadata": micrograph.metadata,
         "source": source if source is not None else micrograph.path,
     }
+    recorded = {}
     threshold = map_threshold(micrograph)
     if threshold is not None:  # the Quantify panel cuts the map at the same threshold
-        meta["temdefect"] = {"threshold": threshold}
+        recorded["threshold"] = threshold
+    classes = map_classes(micrograph)
+    if classes:  # and presets the kind from them
+        recorded["classes"] = classes
+    if recorded:
+        meta["temdefect"] = recorded
     return meta
 
 

@@ -145,3 +145,41 @@ def test_probability_map_records_its_threshold_and_quantify_cuts_it_there(
     from napari_temdefect.io import write_tiff
     write_tiff(tmp_path / "other_probability.tif", prob)
     assert fraction(tmp_path / "other_probability.tif")[1] == 0.5
+
+
+def test_outputs_record_the_model_classes_so_quantify_needs_no_kind(tmp_path, tiny_model, rng,
+                                                                    capsys):
+    """predict writes the model's classes into the probability map and the mask; quantify
+    measures what they say (boundary → grains), the reader passes them on to the Quantification
+    panel, and a file without them asks for --kind in one line."""
+    import pandas as pd
+
+    from napari_temdefect.io import map_classes, read_image, write_tiff
+    from napari_temdefect.reader import layer_data
+
+    tiny_model.spec.classes = ["boundary"]
+    ckpt = tiny_model.save(tmp_path / "gb.safetensors")
+    img = _write_input(tmp_path / "img.tif", rng.integers(0, 255, (96, 96), dtype=np.uint8))
+    out = tmp_path / "out"
+    assert main(["predict", str(img), "--model", str(ckpt), "--out", str(out), "--device",
+                 "cpu", "--quiet"]) == 0
+    for name in ("img_probability.tif", "img_mask.tif"):
+        assert map_classes(read_image(out / name)) == ["boundary"]
+    # the panel presets its kind from these (widgets.quantify.guess_kind)
+    meta = layer_data(read_image(out / "img_mask.tif"))[1]["metadata"]
+    assert meta["temdefect"]["classes"] == ["boundary"]
+
+    capsys.readouterr()
+    csv = tmp_path / "q.csv"
+    assert main(["quantify", str(out / "img_mask.tif"), "--out", str(csv)]) == 0
+    assert "Measured grains" in capsys.readouterr().err
+    assert pd.read_csv(tmp_path / "q_summary.csv")["kind"].tolist() == ["grains"]
+    assert main(["quantify", str(out / "img_mask.tif"), "--kind", "blobs", "--out",
+                 str(tmp_path / "b.csv"), "-q"]) == 0
+    assert pd.read_csv(tmp_path / "b_summary.csv")["kind"].tolist() == ["blobs"]
+
+    write_tiff(tmp_path / "plain.tif", (tifffile.imread(out / "img_mask.tif") > 0)
+               .astype(np.uint8))
+    assert main(["quantify", str(tmp_path / "plain.tif"), "--out", str(tmp_path / "p.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "records no model class" in err and "pass --kind" in err and err.count("\n") == 1

@@ -308,7 +308,7 @@ def _process_in_memory(path: Path, name: str, model, settings: BatchSettings, fo
     import numpy as np
 
     from ..inference import predict
-    from ..io import read_image, threshold_tags, write_tiff
+    from ..io import model_tags, read_image, threshold_tags, write_tiff
     from ..preprocess import as_2d_image
     from ..quantify import quantify
 
@@ -334,7 +334,9 @@ def _process_in_memory(path: Path, name: str, model, settings: BatchSettings, fo
     if settings.save_probability:
         outputs[f"{name}_probability.tif"] = result.probability.astype(np.float32)
     # the probability map records where it was cut, so `temdefect quantify` cuts it the same way
-    tags = {f"{name}_probability.tif": threshold_tags(result.threshold, model.name)}
+    classes = model.spec.classes
+    tags = {f"{name}_probability.tif": threshold_tags(result.threshold, model.name, classes),
+            f"{name}_mask.tif": model_tags(model.name, classes)}
     for file_name, array in outputs.items():
         write_tiff(folder / file_name, array, pixel_size_nm=pixel_size, overwrite=True,
                    tags=tags.get(file_name))

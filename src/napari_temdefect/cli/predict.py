@@ -77,7 +77,7 @@ def _progress_printer(name: str, enabled: bool):
 
 def run(args) -> int:
     from ..errors import TemDefectError
-    from ..io import read_image, threshold_tags, write_tiff
+    from ..io import model_tags, read_image, threshold_tags, write_tiff
     from ..models import default_model_name, load_model
     from ..inference import predict
 
@@ -101,10 +101,11 @@ def run(args) -> int:
             else result.probability
         px = micrograph.pixel_size_nm
         write_tiff(paths["probability"], probability, pixel_size_nm=px, overwrite=args.overwrite,
-                   tags=threshold_tags(result.threshold, model.name))
+                   tags=threshold_tags(result.threshold, model.name, model.spec.classes))
         write_tiff(paths["confidence"], result.confidence, pixel_size_nm=px,
                    overwrite=args.overwrite)
-        write_tiff(paths["mask"], result.mask, pixel_size_nm=px, overwrite=args.overwrite)
+        write_tiff(paths["mask"], result.mask, pixel_size_nm=px, overwrite=args.overwrite,
+                   tags=model_tags(model.name, model.spec.classes))
         if not args.quiet:
             share = 100.0 * float((result.mask > 0).mean())
             calib = f"{px:g} nm/px" if px else "uncalibrated"

@@ -23,7 +23,7 @@ def add_parser(sub):
                     "one per image (--summary). Units are nm from the file's calibration or "
                     "--pixel-size; uncalibrated inputs are reported in pixels (_px columns).",
     )
-    add_measure_arguments(p)
+    add_measure_arguments(p, kind_required=False)
     p.add_argument("inputs", nargs="+", metavar="MASK_OR_PROBABILITY",
                    help="mask (0/1 or 0/255), instance labels, or probability map (0..1) files")
     p.add_argument("--out", "-o", required=True, metavar="OBJECTS.csv",
@@ -40,11 +40,15 @@ def add_parser(sub):
     return p
 
 
-def add_measure_arguments(p):
+def add_measure_arguments(p, kind_required: bool = True):
     """Options shared with `temdefect evaluate`."""
-    p.add_argument("--kind", "-k", required=True, choices=("blobs", "lines", "grains"),
+    p.add_argument("--kind", "-k", required=kind_required, default=None,
+                   choices=("blobs", "lines", "grains"),
                    help="blobs (bubbles, voids, loops), lines (dislocations, boundaries) or "
-                        "grains (regions enclosed by a boundary mask)")
+                        "grains (regions enclosed by a boundary mask)" + ("" if kind_required
+                        else "; default: what the classes recorded by `temdefect predict` / "
+                             "`analyze` in the file say (boundary → grains, bubble → blobs, "
+                             "dislocation → lines)"))
     p.add_argument("--pixel-size", type=float, default=None, metavar="NM",
                    help="nm per pixel (default: from each file's calibration; none: pixels)")
     p.add_argument("--thickness", type=float, default=None, metavar="NM",
@@ -111,6 +115,28 @@ def select_class(data, class_index: int | None, name: str):
 def read_input(path: Path, pixel_size_nm: float | None, class_index: int | None = None):
     """(data, pixel size in nm or None, confidence or None, recorded threshold or None) of one
     input file; the threshold is the one `temdefect predict` cut a probability map at."""
+    return _read_input(path, pixel_size_nm, class_index)[:4]
+
+
+def recorded_kind(micrograph, class_index: int | None, name: str) -> str:
+    """The kind that the classes `temdefect predict` recorded in a file imply, or one sentence
+    asking for --kind."""
+    from ..constants import kind_for_class
+    from ..errors import TemDefectError
+    from ..io import map_classes
+
+    classes = map_classes(micrograph) or []
+    k = (class_index or 1) - 1
+    cls = classes[k] if k < len(classes) else None
+    kind = kind_for_class(cls)
+    if kind is None:
+        what = f"records the class {cls!r}, which" if cls else "records no model class, so it"
+        raise TemDefectError(f"{name} {what} does not say what to measure; pass --kind blobs, "
+                             "lines or grains.")
+    return kind
+
+
+def _read_input(path: Path, pixel_size_nm: float | None, class_index: int | None = None):
     from ..errors import TemDefectError
     from ..io import map_threshold, read_image
 
@@ -125,7 +151,7 @@ def read_input(path: Path, pixel_size_nm: float | None, class_index: int | None 
         sibling = path.with_name(f"{image_name(path)}_confidence{path.suffix}")
         if sibling.exists():
             confidence = read_image(sibling).data
-    return data, px, confidence, map_threshold(micrograph)
+    return data, px, confidence, map_threshold(micrograph), micrograph
 
 
 
@@ -159,18 +185,27 @@ def run(args) -> int:
         if not path.exists():
             raise TemDefectError(f"{path} does not exist; check the path and file name.")
 
-    results, seen = [], []
+    results, seen, kinds = [], [], set()
     for path in inputs:
-        data, px, confidence, recorded = read_input(path, args.pixel_size, args.class_index)
+        data, px, confidence, recorded, micrograph = _read_input(path, args.pixel_size,
+                                                                 args.class_index)
         seen.append((path.name, px))
         check_consistent_calibration(seen)
-        results.append(quantify(data, args.kind, px, confidence=confidence,
+        kind = args.kind or recorded_kind(micrograph, args.class_index, path.name)
+        kinds.add(kind)
+        if len(kinds) > 1:
+            raise TemDefectError(f"{path.name} records a {kind} model but an earlier input "
+                                 "another kind; pass --kind, or quantify them separately.")
+        results.append(quantify(data, kind, px, confidence=confidence,
                                 image_name=image_name(path), **measure_kwargs(args, recorded)))
     objects = pd.concat([r.objects for r in results], ignore_index=True)
     summary = pd.concat([r.summary for r in results], ignore_index=True)
     write_csv(objects, out, overwrite=args.overwrite)
     write_csv(summary, summary_path, overwrite=args.overwrite)
     if not args.quiet:
+        if args.kind is None:
+            print(f"Measured {kinds.pop()}, from the model class recorded in the input "
+                  "(--kind overrides).", file=sys.stderr)
         if seen[0][1] is None:
             print("No pixel size (file calibration or --pixel-size): results are in pixels.",
                   file=sys.stderr)
