@@ -106,7 +106,6 @@ def bench_improvement(model_name: str, dataset: str, train_name: str, test_name:
     start = test_f1()
     curve = [(0, 0.0, start)]
     eval_seconds = [0.0]
-    state = {"train_s": 0.0, "last": None}
 
     def progress(ev):
         if ev["event"] != "eval" or ev["step"] == 0:

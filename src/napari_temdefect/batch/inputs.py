@@ -125,7 +125,7 @@ def output_names(paths) -> list[str]:
     parent folders are added (``a/img.tif`` and ``b/img.tif`` → ``a__img``, ``b__img``).
     """
     paths = [Path(p) for p in paths]
-    names = [p.stem if p.suffix.lower() not in ARRAY_FOLDER_SUFFIXES else p.stem for p in paths]
+    names = [p.stem for p in paths]
     for attempt in range(1, 12):
         counts: dict[str, int] = {}
         for n in names:
