@@ -223,3 +223,34 @@ def test_labels_predicted_with_inverted_contrast_train_on_the_inverted_image(set
     assert len(ts) == 1
     np.testing.assert_allclose(ts[0].image, image.max() + image.min() - image, atol=1e-6)
     assert np.array_equal(np.asarray(viewer.layers["img"].data), image)  # the layer untouched
+
+
+def test_panels_move_to_a_new_defects_layer_and_follow_renames(make_napari_viewer, qtbot):
+    """A session that opens with a ground-truth Labels layer: once Inference makes
+    `<image> defects`, Corrections and Quantification both work on it, not on the truth; and a
+    rename of that layer keeps it selected under its new name."""
+    from napari_temdefect.widgets.corrections import CorrectionsWidget
+    from napari_temdefect.widgets.quantify import QuantifyWidget
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((64, 64), np.float32), name="img")
+    viewer.add_labels(np.zeros((64, 64), np.int32), name="img truth")
+    corr, quant = CorrectionsWidget(viewer), QuantifyWidget(viewer)
+    qtbot.addWidget(corr)
+    qtbot.addWidget(quant)
+    assert corr.layer_combo.currentText() == "img truth"
+    viewer.add_image(np.zeros((64, 64), np.float32), name="img probability")
+    defects = viewer.add_labels(np.zeros((64, 64), np.int32), name="img defects")
+    assert corr.layer_combo.currentText() == "img defects"
+    assert quant.layer_combo.currentText() == "img defects"
+    assert corr.layer() is defects
+
+    defects.name = "img defects (checked)"
+    for combo in (corr.layer_combo, quant.layer_combo):
+        names = [combo.itemText(i) for i in range(combo.count())]
+        assert "img defects" not in names and combo.currentText() == "img defects (checked)"
+    assert corr.layer() is defects
+    # another layer added later (not a defects layer) leaves the choice alone
+    viewer.add_labels(np.zeros((64, 64), np.int32), name="notes")
+    assert corr.layer_combo.currentText() == quant.layer_combo.currentText() == \
+        "img defects (checked)"

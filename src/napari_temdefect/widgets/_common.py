@@ -52,6 +52,38 @@ def layer_kind(layer) -> str:
     return layer.__class__.__name__.lower()
 
 
+def follow_layer_list(viewer, refresh) -> None:
+    """Call ``refresh(event)`` when a layer is inserted, removed, moved or renamed."""
+    def on_inserted(event):
+        event.value.events.name.connect(refresh)  # connecting twice is a no-op
+        refresh(event)
+
+    for layer in viewer.layers:
+        layer.events.name.connect(refresh)
+    viewer.layers.events.inserted.connect(on_inserted)
+    viewer.layers.events.removed.connect(refresh)
+    viewer.layers.events.reordered.connect(refresh)
+
+
+def layer_event_choice(event, names, current: str, suffix: str) -> str | None:
+    """The entry a panel's layer box should move to after a layer-list event, or None.
+
+    * a rename of the layer the box showed (``current`` is gone): the same layer, new name;
+    * a new layer whose name ends with ``suffix`` (the ``<image> defects`` layer that
+      Inference just made): that layer, since it is what the user works on next."""
+    kind = getattr(event, "type", None)
+    layer = getattr(event, "source", None) if kind == "name" else \
+        getattr(event, "value", None) if kind == "inserted" else None
+    name = getattr(layer, "name", None)
+    if name not in names:
+        return None
+    if kind == "name" and current not in names:
+        return name
+    if kind == "inserted" and name.endswith(suffix):
+        return name
+    return None
+
+
 def geometry(layer) -> dict:
     """The scale, translate and units of a layer's two image axes, for the layers made from it.
 

@@ -22,7 +22,7 @@ from qtpy.QtWidgets import (
 from .. import corrections as core
 from ..constants import IGNORE_LABEL
 from ..errors import TemDefectError
-from ._common import layer_pixel_size, show_error
+from ._common import follow_layer_list, layer_event_choice, layer_pixel_size, show_error
 from ._results import OUTPUT_KEY
 from .._llvm import avoid_llvm_clash
 from ._session import get_session, get_signals
@@ -187,8 +187,7 @@ class CorrectionsWidget(QWidget):
         self._thr_timer.setInterval(250)
         self._thr_timer.timeout.connect(lambda: self.rethreshold())
         self.layer_combo.currentTextChanged.connect(self._on_layer_changed)
-        for ev in ("inserted", "removed", "reordered"):
-            getattr(self.viewer.layers.events, ev).connect(self._refresh_layers)
+        follow_layer_list(self.viewer, self._refresh_layers)
         self.signals.training_set_changed.connect(self._refresh_entries)
 
         self._setting_threshold = False
@@ -201,14 +200,16 @@ class CorrectionsWidget(QWidget):
 
         return [ly for ly in self.viewer.layers if isinstance(ly, Labels)]
 
-    def _refresh_layers(self, *_):
+    def _refresh_layers(self, event=None):
         current = self.layer_combo.currentText()
         names = [ly.name for ly in self._labels_layers()]
         self.layer_combo.blockSignals(True)
         self.layer_combo.clear()
         self.layer_combo.addItems(names)
-        preferred = current if current in names else next(
-            (n for n in reversed(names) if n.endswith(DEFECTS_SUFFIX)), names[-1] if names else "")
+        preferred = layer_event_choice(event, names, current, DEFECTS_SUFFIX) or (
+            current if current in names else next(
+                (n for n in reversed(names) if n.endswith(DEFECTS_SUFFIX)),
+                names[-1] if names else ""))
         self.layer_combo.setCurrentText(preferred)
         self.layer_combo.blockSignals(False)
         for ly in self._labels_layers():

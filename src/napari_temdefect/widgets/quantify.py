@@ -36,7 +36,10 @@ from qtpy.QtWidgets import (
 
 from ..constants import KINDS, as_threshold, kind_for_class
 from ..errors import TemDefectError
-from ._common import geometry, layer_kind, layer_pixel_size, set_layer, show_error
+from ._common import (
+    follow_layer_list, geometry, layer_event_choice, layer_kind, layer_pixel_size, set_layer,
+    show_error,
+)
 
 NO_REFERENCE = "(none)"
 SUFFIXES = (" defects", " probability", " labels")
@@ -214,8 +217,7 @@ class QuantifyWidget(QWidget):
         self.layer_combo.currentTextChanged.connect(self._on_layer_changed)
         self.kind_combo.currentTextChanged.connect(self._on_kind_changed)
         self.kind_combo.activated.connect(lambda _i: setattr(self, "_kind_touched", True))
-        for event in ("inserted", "removed", "reordered"):
-            getattr(napari_viewer.layers.events, event).connect(self._refresh_layers)
+        follow_layer_list(napari_viewer, self._refresh_layers)
         self._refresh_layers()
         self._on_kind_changed(self.kind_combo.currentText())
 
@@ -247,7 +249,10 @@ class QuantifyWidget(QWidget):
         self.layer_combo.blockSignals(True)
         self.layer_combo.clear()
         self.layer_combo.addItems(names)
-        if current in names:
+        chosen = layer_event_choice(event, names, current, " defects")
+        if chosen is not None:
+            self.layer_combo.setCurrentText(chosen)
+        elif current in names:
             self.layer_combo.setCurrentText(current)
         else:
             defects = [n for n in names if n.endswith(" defects")]
