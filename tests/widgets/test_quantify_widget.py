@@ -227,3 +227,24 @@ def test_ignore_painted_on_the_layer_is_left_out_of_the_field(make_napari_viewer
     assert s["field_area_um2"] == pytest.approx(0.75 * 256 ** 2 * 0.25 * 1e-6)
     assert "25.0 % of the image is marked ignore" in widget.status.text()
     np.testing.assert_array_equal(layer.data, labels)
+
+
+@pytest.mark.parametrize("scale, units, expected", [
+    (0.002, "µm", "2"), (5.0, "angstrom", "0.5"), (0.5, "nm", "0.5"), (0.5, None, "0.5"),
+    (1.0, None, ""),
+])
+def test_pixel_size_follows_the_layer_unit(make_napari_viewer, qtbot, scale, units, expected):
+    """A layer calibrated in µm (or Å) is converted to nm, not read as nm (1000× off); a scale
+    without a length unit is taken as nm, and 1 without a unit means uncalibrated."""
+    viewer = make_napari_viewer()
+    kwargs = {"scale": (scale, scale)}
+    if units:
+        kwargs["units"] = (units, units)
+    viewer.add_labels(disk_labels(), name="img defects", **kwargs)
+    widget = QuantifyWidget(viewer)
+    qtbot.addWidget(widget)
+    assert widget.pixel_size.text() == expected
+    if expected:
+        run(widget, qtbot)
+        d = np.sort(widget.result.objects["equivalent_diameter_nm"].to_numpy())
+        np.testing.assert_allclose(d, np.sort([s[2] for s in SPEC]) * float(expected), rtol=0.02)

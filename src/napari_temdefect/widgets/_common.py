@@ -25,7 +25,11 @@ def show_error(exc: BaseException) -> None:
 
 
 def layer_pixel_size(layer) -> float | None:
-    """Pixel size in nm from a layer (None when the layer is marked uncalibrated)."""
+    """Pixel size in nm from a layer (None when the layer is marked uncalibrated).
+
+    ``metadata["pixel_size_nm"]`` (this plugin's reader) first; else the layer's scale, in the
+    layer's length unit converted to nm (µm, Å, …), or taken as nm when the layer has no length
+    unit (napari's default "pixel"). A scale of 1 without a unit means uncalibrated."""
     if layer is None:
         return None
     meta = getattr(layer, "metadata", {}) or {}
@@ -34,7 +38,22 @@ def layer_pixel_size(layer) -> float | None:
     if meta.get("pixel_size_nm"):
         return float(meta["pixel_size_nm"])
     scale = float(layer.scale[-1])
-    return None if scale == 1.0 and "pixel_size_nm" not in meta else scale
+    unit = _length_unit(layer)
+    if unit is None:
+        return None if scale == 1.0 and "pixel_size_nm" not in meta else scale
+    return float(f"{(scale * unit).to('nm').magnitude:.12g}")  # 2e-3 µm → 2.0, not 1.999…
+
+
+def _length_unit(layer):
+    """The pint unit of the layer's last axis when it is a length (µm, nm, Å), else None."""
+    units = getattr(layer, "units", None)
+    if not units:
+        return None
+    unit = units[-1]
+    try:
+        return unit if unit.dimensionality == {"[length]": 1} else None
+    except AttributeError:  # not a pint unit
+        return None
 
 
 _LAYER_NAMES = {"Image", "Labels", "Points", "Shapes", "Surface", "Tracks", "Vectors"}
