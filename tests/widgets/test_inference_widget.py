@@ -121,6 +121,7 @@ def test_cancel_stops_within_a_tile_batch(qtbot, widget, rng, notes):
     assert "big probability" not in viewer.layers
     assert len(notes) == 1 and isinstance(notes[0], CancelledError)
     assert widget.run_button.isEnabled()
+    assert widget.progress_bar.value() in (0, -1)  # no part-filled bar after Cancel
 
 
 def test_bad_input_gives_one_notification(qtbot, widget, rng, notes):
@@ -219,6 +220,27 @@ def test_inference_waits_while_the_model_is_being_fine_tuned(qtbot, widget, rng,
     widget.session.training = False
     _run(qtbot, widget, layer)
     assert "img probability" in widget.viewer.layers
+
+
+def test_fine_tune_waits_while_inference_runs(qtbot, widget, rng, notes, monkeypatch):
+    """Fine-tuning the model while Inference runs it would show a prediction from weights that
+    change mid-run; the Fine-tune panel refuses until the run is over."""
+    from napari_temdefect.training import TrainingSet
+    from napari_temdefect.widgets import finetune as finetune_widget
+
+    shown = []
+    monkeypatch.setattr(finetune_widget, "show_error", lambda exc: shown.append(str(exc)))
+    layer = widget.viewer.add_image(_image(rng), name="img")
+    fine = finetune_widget.FinetuneWidget(widget.viewer)
+    qtbot.addWidget(fine)
+    img = _image(rng)
+    widget.session.training_set = TrainingSet()
+    widget.session.training_set.add(img, (img > 130).astype(np.uint8), name="a")
+    worker = widget.run_inference(layer)
+    assert worker is not None and widget.session.predicting
+    assert fine.start() is None and "Inference is running" in shown[-1]
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    assert not widget.session.predicting
 
 
 def test_outputs_keep_the_image_units_and_models_preselect(qtbot, widget, rng, notes):

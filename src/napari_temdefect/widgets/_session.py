@@ -27,6 +27,8 @@ class Session:
     inference_settings: dict = field(default_factory=dict)
     #: True while the Fine-tune widget trains ``model`` on another thread
     training: bool = False
+    #: True while the Inference widget runs ``model`` on another thread (Fine-tune waits)
+    predicting: bool = False
 
 
 class SessionSignals:

@@ -311,6 +311,9 @@ class FinetuneWidget(QWidget):
         if self.worker is not None:
             return self.worker
         try:
+            if self.session.predicting:
+                raise TemDefectError("Inference is running on this model; wait for it to "
+                                     "finish (or press Cancel there), then fine-tune.")
             model = self.session.model
             if model is None:
                 raise TemDefectError("No model is loaded; run the Inference widget first "

@@ -344,6 +344,7 @@ class InferenceWidget(QWidget):
         self.worker.finished.connect(self._on_finished)
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
+        self.session.predicting = True
         self.progress_bar.setRange(0, 0)  # busy until the first tile batch reports
         self.status.setText(f"Running {self.model_combo.currentText()!s} on {name!r}…")
         self.worker.start()
@@ -364,10 +365,12 @@ class InferenceWidget(QWidget):
 
     def _on_finished(self):
         self.worker = None
+        self.session.predicting = False
         self.run_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
-        if self.progress_bar.maximum() == 0:
-            self.progress_bar.setRange(0, 1)
+        if self.progress_bar.maximum() == 0 or self._cancel.is_set():
+            self.progress_bar.setRange(0, 1)  # a cancelled run leaves no part-filled bar
+            self.progress_bar.setValue(0)
 
     # ------------------------------------------------------------------ results
     def ask_replace_edited(self, layer_name: str) -> bool:
