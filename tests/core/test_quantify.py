@@ -490,10 +490,44 @@ def test_ignored_region_cuts_lines():
 
 
 def test_everything_ignored_is_one_sentence():
+    mask, _, _ = disks_image()
+    with pytest.raises(TemDefectError, match="Every pixel is marked ignore"):
+        quantify(mask, "blobs", PX, exclude=np.ones(mask.shape, bool))
+
+
+def test_a_16_bit_0_65535_mask_is_a_mask_not_all_ignored():
+    """65535 is the ignore brush only next to other labels; alone it is the white of a 16-bit
+    binary mask (MATLAB's im2uint16, many exporters)."""
     from napari_temdefect.constants import IGNORE_LABEL
 
-    with pytest.raises(TemDefectError, match="Every pixel is marked ignore"):
-        quantify(np.full((32, 32), IGNORE_LABEL, np.int32), "blobs", PX)
+    mask, diameters, _ = disks_image()
+    s = quantify(np.where(mask, IGNORE_LABEL, 0).astype(np.uint16), "blobs", PX).summary.iloc[0]
+    assert s["count"] == len(diameters) and s["ignored_fraction"] == 0
+    assert s["area_fraction"] == pytest.approx(mask.mean())
+
+
+@pytest.mark.parametrize("what", ["jpeg", "micrograph", "class mask"])
+def test_grey_levels_are_not_taken_for_instance_labels(what, rng):
+    """An 8-bit image with many scattered grey values is refused in one sentence instead of
+    being measured as one 'object' per grey level."""
+    mask, _, _ = disks_image()
+    if what == "jpeg":  # ringing around every edge: values near 0 and 255, scattered
+        noisy = np.where(mask, 255, 0) + rng.integers(-3, 4, mask.shape) * \
+            ndi.binary_dilation(mask ^ ndi.binary_erosion(mask), iterations=2)
+        data = np.clip(noisy, 0, 255).astype(np.uint8)
+    elif what == "micrograph":
+        data = rng.integers(0, 255, mask.shape).astype(np.uint8)
+    else:  # 36 blobs of two classes, values 1 and 2: a class mask, not labels
+        data = np.zeros(mask.shape, np.uint8)
+        for i in range(6):
+            for j in range(6):
+                data[20 + 40 * i:30 + 40 * i, 20 + 40 * j:30 + 40 * j] = 1 + (i + j) % 2
+    with pytest.raises(TemDefectError, match="not a mask or instance labels"):
+        quantify(data, "blobs", PX)
+    # real instance labels, even after a merge of two objects into one id, are kept
+    lab = ndi.label(mask)[0].astype(np.int32)
+    lab[lab == 2] = 1
+    assert len(quantify(lab, "blobs", PX).objects) == 9
 
 
 def test_compare_leaves_out_what_the_reference_marks_ignore():

@@ -248,3 +248,23 @@ def test_pixel_size_follows_the_layer_unit(make_napari_viewer, qtbot, scale, uni
         run(widget, qtbot)
         d = np.sort(widget.result.objects["equivalent_diameter_nm"].to_numpy())
         np.testing.assert_allclose(d, np.sort([s[2] for s in SPEC]) * float(expected), rtol=0.02)
+
+
+def test_ignore_on_a_lines_layer_is_not_taken_for_line_pixels(make_napari_viewer, qtbot):
+    """For lines and grains a Labels layer is read as a mask; the ignore brush must not turn
+    into line (boundary) pixels there."""
+    from napari_temdefect.constants import IGNORE_LABEL
+
+    viewer = make_napari_viewer()
+    labels = np.zeros((128, 128), np.int32)
+    labels[63:66, 10:118] = 1          # one horizontal line, 108 px long
+    labels[90:120, 20:110] = IGNORE_LABEL  # an ignored patch away from it
+    viewer.add_labels(labels, name="img defects")
+    widget = QuantifyWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.kind_combo.setCurrentText("lines")
+    run(widget, qtbot)
+    s = widget.result.summary.iloc[0]
+    assert s["count"] == 1
+    assert s["total_line_length_px"] == pytest.approx(107, abs=3)
+    assert s["ignored_fraction"] == pytest.approx(30 * 90 / 128 ** 2)

@@ -86,6 +86,21 @@ def _same_shape(arr, shape, what):
     return a
 
 
+def _check_plausible_labels(a: np.ndarray, n_values: int) -> None:
+    """Refuse an integer image whose values are not instance labels: each instance is one
+    connected patch (a few after a merge), while a JPEG-compressed mask, a class mask or a
+    micrograph passed by mistake scatters each value over many patches."""
+    from skimage.measure import label
+
+    patches = int(label(a, background=0, connectivity=2).max())
+    if patches > 2 * n_values + 10:
+        raise TemDefectError(
+            f"The image has {n_values} values in {patches} separate patches, so it is not a "
+            "mask or instance labels (a JPEG-compressed mask, a class mask, or the micrograph "
+            "itself?); give a 0/1 or 0/255 mask saved losslessly (PNG, TIFF), or for a class "
+            "mask pick one class (--class K).")
+
+
 def _union(a, b):
     return b if a is None else a | b
 
@@ -111,16 +126,22 @@ def _interpret(data, threshold: float):
             prob = np.where(np.isfinite(a), a, 0).astype(np.float32)
             return prob > threshold, prob, None, None  # the rule of predict()
     if np.issubdtype(a.dtype, np.integer):
-        ignored = a == IGNORE_LABEL
-        a = np.where(ignored, 0, a)
-        ignored = ignored if ignored.any() else None
         values = np.unique(a)
         values = values[values != 0]
+        if values.size == 1:  # a mask: 0/1, 0/255, or a 16-bit 0/65535 (not "all ignored")
+            return a != 0, None, None, None
+        ignored = a == IGNORE_LABEL
+        if ignored.any():  # next to other labels, 65535 is the ignore brush
+            a = np.where(ignored, 0, a)
+            values = values[values != IGNORE_LABEL]
+        else:
+            ignored = None
         if values.size <= 1:
             return a != 0, None, None, ignored
         if values.min() < 0:
             raise TemDefectError("The label image has negative values; give a mask or "
                                  "labels with 0 for background and positive ids.")
+        _check_plausible_labels(a, values.size)
         return a > 0, None, a, ignored
     raise TemDefectError(f"The mask has dtype {a.dtype}; give a mask, labels or probabilities.")
 

@@ -60,11 +60,13 @@ def size_distance(a, b) -> tuple[float, float]:
 
 
 def compare(pred, truth, kind: str, pixel_size_nm: float | None = None, *, iou: float = 0.5,
-            tolerance_px: float = 3.0, image_name: str = "image", **quantify_kwargs) -> Comparison:
+            tolerance_px: float = 3.0, image_name: str = "image", exclude=None,
+            **quantify_kwargs) -> Comparison:
     """Quantify ``pred`` and ``truth`` alike (or take given QuantResults) and compare them.
 
-    Pixels that either marks ignore (see :func:`~napari_temdefect.quantify.quantify`) are left
-    out of both: the other is quantified without them, and no pixel there is scored."""
+    Pixels that either marks ignore (see :func:`~napari_temdefect.quantify.quantify`), and
+    ``exclude`` (bool), are left out of both: each is quantified without them, and no pixel
+    there is scored. (A given QuantResult is taken as it is.)"""
     from . import QuantResult, quantify
 
     def q(x, name, exclude=None):
@@ -78,7 +80,10 @@ def compare(pred, truth, kind: str, pixel_size_nm: float | None = None, *, iou: 
         raise TemDefectError(f"The prediction is {p.labels.shape} px but the reference is "
                              f"{t.labels.shape} px; compare images of the same size.")
     pe, te = p.extra.get("excluded"), t.extra.get("excluded")
-    excluded = te if pe is None else pe if te is None else pe | te
+    excluded = None
+    for part in (pe, te, None if exclude is None else np.asarray(exclude, bool)):
+        if part is not None and part.shape == p.labels.shape and part.any():
+            excluded = part if excluded is None else excluded | part
     if excluded is not None:  # the ignore marks of either apply to both
         if pe is None or (excluded & ~pe).any():
             p = q(pred, image_name, exclude=excluded)

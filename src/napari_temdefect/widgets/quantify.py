@@ -65,6 +65,16 @@ def guess_kind(layer) -> str | None:
     return next((k for k in kinds if k), "blobs")
 
 
+def _split_ignore(labels: np.ndarray):
+    """(labels without the ignore label, the ignored pixels or None) of a Labels layer."""
+    from ..constants import IGNORE_LABEL
+
+    ignored = labels == IGNORE_LABEL
+    if not ignored.any():
+        return labels, None
+    return np.where(ignored, 0, labels), ignored
+
+
 def layer_threshold(layer) -> float | None:
     """The threshold a probability layer was predicted at (``metadata["temdefect"]``, set by
     the Inference widget and by the reader for maps that ``temdefect predict`` wrote)."""
@@ -309,10 +319,14 @@ class QuantifyWidget(QWidget):
                                  "(pick a single frame first).")
         image = image_name_of(name)
         kind = self.kind_combo.currentText()
-        if kind != "blobs" and layer_kind(layer) == "labels":
-            # a labels layer of lines or boundaries (e.g. from Inference) is a mask, not grains
-            data = data > 0
         extras = {}
+        if layer_kind(layer) == "labels":
+            data, ignored = _split_ignore(data)
+            if ignored is not None:  # the ignore brush: outside the measured field
+                extras["exclude"] = ignored
+            if kind != "blobs":
+                # a labels layer of lines or boundaries (e.g. Inference's) is a mask, not grains
+                data = data > 0
         if layer_kind(layer) == "labels":
             for key, suffix in (("probability", " probability"), ("confidence", " confidence")):
                 other = self.viewer.layers[image + suffix] \
@@ -329,7 +343,9 @@ class QuantifyWidget(QWidget):
             if ref == name:
                 raise TemDefectError("The reference is the layer being measured; pick the "
                                      "annotation layer as reference.")
-            reference = np.asarray(self.viewer.layers[ref].data)
+            reference, ref_ignored = _split_ignore(np.asarray(self.viewer.layers[ref].data))
+            if ref_ignored is not None:
+                extras["reference_exclude"] = ref_ignored
             if kind != "blobs":
                 reference = reference > 0
         from ..quantify import _check_number
@@ -361,6 +377,8 @@ class QuantifyWidget(QWidget):
             show_error(exc)
             return None
 
+        ref_exclude = kwargs.pop("reference_exclude", None)
+
         def work():
             from ..quantify import quantify
             from ..quantify.compare import compare
@@ -370,8 +388,13 @@ class QuantifyWidget(QWidget):
             if reference is not None:
                 ref_kwargs = {k: v for k, v in kwargs.items()
                               if k in ("min_size_px", "threshold", "split_touching")}
-                comparison = compare(result, reference, kwargs["kind"],
-                                     result.pixel_size_nm, image_name=kwargs["image_name"],
+                # both sides again, within the field that neither marks ignore
+                own = kwargs.get("exclude")
+                exclude = own if ref_exclude is None else ref_exclude if own is None \
+                    else own | ref_exclude
+                comparison = compare(result if ref_exclude is None else data, reference,
+                                     kwargs["kind"], result.pixel_size_nm,
+                                     image_name=kwargs["image_name"], exclude=exclude,
                                      **ref_kwargs)
             return result, comparison
 
