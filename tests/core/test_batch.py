@@ -113,6 +113,45 @@ def test_serial_batch_writes_per_image_and_batch_tables(batch_setup, tmp_path, t
     assert not any(out.glob("*.partial.csv"))
 
 
+def test_a_folder_gathers_every_run_and_never_mixes_two_images(batch_setup, tmp_path):
+    """Images analysed into the same folder in separate runs all stay in its tables; a new
+    image with the stem of an earlier one gets its own folder instead of replacing it."""
+    data, paths, settings = batch_setup
+    out = tmp_path / "out"
+    assert run_batch([paths[0], paths[1]], out, settings, progress=False).ok
+    first = pd.read_csv(out / "summary.csv").set_index("image")
+    other = tmp_path / "other"
+    other.mkdir()
+    same_stem = other / "img0.tif"  # another micrograph with the name of the first one
+    same_stem.write_bytes(paths[2].read_bytes())
+    result = run_batch([same_stem], out, settings, progress=False)
+    assert result.ok and result.done == ["img0-2"]
+    summary = pd.read_csv(out / "summary.csv").set_index("image")
+    assert summary.index.tolist() == ["img0", "img1", "img0-2"]
+    for name in ("img0", "img1"):  # untouched, and still in the batch tables
+        assert summary.loc[name, "count"] == first.loc[name, "count"]
+    assert summary.loc["img0-2", "file"] == str(same_stem)
+    assert (out / "images" / "img0" / "img0_mask.tif").is_file()
+    assert set(pd.read_csv(out / "objects.csv")["image"]) <= {"img0", "img1", "img0-2"}
+    # a rerun of the first inputs keeps their names and skips them
+    again = run_batch([paths[0], paths[1]], out, settings, progress=False)
+    assert again.done == [] and sorted(again.skipped) == ["img0", "img1"]
+    assert pd.read_csv(out / "summary.csv")["image"].tolist() == ["img0", "img1", "img0-2"]
+
+
+def test_a_folder_with_someone_elses_tables_is_refused(batch_setup, tmp_path):
+    data, paths, settings = batch_setup
+    out = tmp_path / "notes"
+    out.mkdir()
+    (out / "summary.csv").write_text("my own notes\n")
+    with pytest.raises(TemDefectError, match="not from a temdefect analyze batch"):
+        run_batch([paths[0]], out, settings, progress=False)
+    assert (out / "summary.csv").read_text() == "my own notes\n"
+    import dataclasses
+    assert run_batch([paths[0]], out, dataclasses.replace(settings, overwrite=True),
+                     progress=False).ok
+
+
 def test_resume_skips_done_images_and_redoes_changed_ones(batch_setup, tmp_path):
     data, paths, settings = batch_setup
     (data / "broken.tif").unlink()

@@ -434,6 +434,54 @@ def _check_run_file(out_dir: Path, key: dict, overwrite: bool) -> None:
             )
 
 
+def _check_not_foreign(out_dir: Path, overwrite: bool) -> None:
+    """Refuse a folder that holds a summary.csv / objects.csv that no batch wrote (no run.json):
+    the batch tables would replace the user's files."""
+    if overwrite or (out_dir / RUN_JSON).exists():
+        return
+    for name in (SUMMARY_CSV, OBJECTS_CSV):
+        if (out_dir / name).exists():
+            raise TemDefectError(
+                f"{out_dir / name} exists and is not from a temdefect analyze batch; choose a "
+                "new --out folder (or pass --overwrite to replace it).")
+
+
+def _with_earlier_images(out_dir: Path, paths, names):
+    """(this run's output names, the folder's whole batch as (input, name) pairs in order).
+
+    The folder is one batch: its tables keep the images that earlier runs put into it (when
+    their outputs are still complete for these settings; :func:`_finish` checks), in the order
+    they came, then this run's new ones. An input seen before keeps its earlier name; a new one
+    that would take an earlier image's name gets ``-2``, ``-3``… (``a/img.tif`` then
+    ``b/img.tif``: ``img``, ``img-2``), so it never lands in another image's folder."""
+    try:
+        record = json.loads((out_dir / RUN_JSON).read_text(encoding="utf-8"))
+        pairs = [(Path(p), str(n)) for p, n in zip(record.get("inputs", []),
+                                                   record.get("names", []))]
+    except (OSError, ValueError, TypeError):
+        pairs = []
+
+    def key(path):
+        return os.path.normcase(str(Path(path).resolve()))
+
+    before = {key(p): n for p, n in pairs}
+    used = set(before.values())
+    out = []
+    for path, name in zip(paths, names):
+        if key(path) in before:
+            out.append(before[key(path)])
+            continue
+        new, k = name, 1
+        while new in used:
+            k += 1
+            new = f"{name}-{k}"
+        used.add(new)
+        out.append(new)
+    current = {key(p): (p, n) for p, n in zip(paths, out)}
+    batch = [current.pop(key(p), (p, n)) for p, n in pairs]
+    return out, batch + list(current.values())
+
+
 # ----------------------------------------------------------------------------- the batch
 
 def run_batch(inputs, out_dir, settings: BatchSettings, *, scheduler=None, recursive=False,
@@ -457,10 +505,13 @@ def run_batch(inputs, out_dir, settings: BatchSettings, *, scheduler=None, recur
         settings = dataclasses.replace(settings, threshold=model_threshold(settings.model))
     key = settings.result_key(sha)
     _check_run_file(out_dir, key, settings.overwrite)
+    _check_not_foreign(out_dir, settings.overwrite)
+    names, batch = (names, list(zip(found.paths, names))) if settings.overwrite else \
+        _with_earlier_images(out_dir, found.paths, names)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text(out_dir / RUN_JSON, json.dumps({
         "settings": key, "model": ref or getattr(settings.model, "name", "model"),
-        "inputs": [str(p) for p in found.paths], "names": names,
+        "inputs": [str(p) for p, _ in batch], "names": [n for _, n in batch],
         "started": datetime.now().isoformat(timespec="seconds"),
     }, indent=1), overwrite=True)
 
@@ -505,7 +556,7 @@ def run_batch(inputs, out_dir, settings: BatchSettings, *, scheduler=None, recur
         bar.close()
         summary_live.close()
         objects_live.close()
-        _finish(result, list(zip(found.paths, names)), out_dir, key)
+        _finish(result, batch, out_dir, key)
         summary_live.remove()
         objects_live.remove()
     result.seconds = time.perf_counter() - start
