@@ -66,11 +66,22 @@ def test_analyze_failure_exit_status_and_glob(tmp_path, tiny_checkpoint, capsys)
     (["--threshold", "1.5"], "outside (0, 1)"),
     (["--scheduler", "slurm"], "Unknown scheduler"),
     (["--pixel-size", "-1"], "not positive"),
+    # a setting that would fail on every image is one usage error before any work
+    (["--tile", "17"], "too small"),
+    (["--overlap", "0.7"], "half a tile"),
+    (["--overlap", "100"], "more than half the tile"),
+    (["--batch-size", "-1"], "use 1 or more"),
+    (["--min-size", "-3"], "negative"),
+    (["--class", "nosuch"], "has no class 'nosuch'"),
+    (["--block", "10", "--montage-mpx", "0.001"], "Block 10 px"),
 ])
 def test_analyze_user_errors(tmp_path, tiny_checkpoint, capsys, extra, message):
-    data = _images(tmp_path / "data", 1)
-    assert main(_args(data, tmp_path / "out", tiny_checkpoint, *extra)) == 2
-    assert message in capsys.readouterr().err
+    data = _images(tmp_path / "data", 2)
+    out = tmp_path / "out"
+    assert main(_args(data, out, tiny_checkpoint, *extra)) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not (out / "failures.csv").exists() and not (out / "images").exists()
 
 
 def test_analyze_missing_input_and_model(tmp_path, tiny_checkpoint, capsys):

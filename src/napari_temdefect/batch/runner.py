@@ -92,6 +92,34 @@ class BatchSettings:
         d["model_sha256"] = model_sha256
         return d
 
+    def check(self) -> None:
+        """One sentence for a setting that would fail on every image, before any work (the
+        tile, overlap, batch size, sizes, blocks, and the class name against the model)."""
+        from ..inference.tiling import resolve_overlap
+
+        if self.tile not in (None, 0, "auto") and int(self.tile) < 32:
+            raise TemDefectError(f"Tile size {self.tile} px is too small; use at least 32 px "
+                                 "(or leave it out for auto).")
+        if self.overlap is not None:
+            resolve_overlap(self.overlap, int(self.tile or 512))
+            if self.tile and float(self.overlap) >= 1 and float(self.overlap) > int(self.tile) // 2:
+                raise TemDefectError(f"Overlap {self.overlap} px is more than half the tile "
+                                     f"({self.tile} px); use less.")
+        for value, what in ((self.batch_size, "batch size"),):
+            if value is not None and int(value) < 1:
+                raise TemDefectError(f"The {what} {value} is invalid; use 1 or more.")
+        if self.min_size_px is not None and int(self.min_size_px) < 0:
+            raise TemDefectError(f"The minimum size {self.min_size_px} px is negative; give 0 "
+                                 "or more pixels.")
+        if int(self.block) < 64 or int(self.halo) < 0:
+            raise TemDefectError(f"Block {self.block} px / halo {self.halo} px are invalid; use "
+                                 "a block of at least 64 px and a halo of 0 or more.")
+        if self.class_name is not None:
+            classes = _model_classes(self.model)
+            if classes is not None and self.class_name not in classes:
+                raise TemDefectError(f"The model has no class {self.class_name!r}; use one of "
+                                     f"{', '.join(classes)} (--class).")
+
     def to_worker(self) -> dict:
         """The settings as plain data (for Dask workers); the model travels separately."""
         return {k: v for k, v in self.__dict__.items() if k != "model"}
@@ -144,6 +172,17 @@ def sha256_file(path, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: f.read(chunk), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def _model_classes(model) -> list[str] | None:
+    """The classes of a Model, bundled name or checkpoint (header only), or None if unknown."""
+    if _is_model(model):
+        return list(model.spec.classes)
+    from ..models import checkpoint_path
+    from ..models.checkpoint import read_metadata
+
+    spec = read_metadata(checkpoint_path(model)[0]).get("spec") or {}
+    return list(spec["classes"]) if spec.get("classes") else None
 
 
 def model_reference(model) -> tuple[str | None, str]:
@@ -496,6 +535,7 @@ def run_batch(inputs, out_dir, settings: BatchSettings, *, scheduler=None, recur
     out_dir = Path(out_dir).expanduser()
     if out_dir.exists() and not out_dir.is_dir():
         raise TemDefectError(f"--out {out_dir} is a file; give a folder for the results.")
+    settings.check()
     found = expand_inputs(inputs, recursive=recursive, exclude=out_dir)
     names = output_names(found.paths)
     ref, sha = model_reference(settings.model)

@@ -78,8 +78,9 @@ def kind_of_model(model, class_name=None) -> str:
 
     path, name = checkpoint_path(model)
     classes = list((read_metadata(path).get("spec") or {}).get("classes") or [])
-    if class_name is not None and class_name in classes:
-        classes = [class_name]
+    if class_name is not None and classes and class_name not in classes:
+        raise TemDefectError(f"The model {name!r} has no class {class_name!r}; use one of "
+                             f"{', '.join(classes)} (--class).")
     cls = class_name if class_name is not None else (classes[0] if classes else None)
     kind = kind_for_class(cls)
     if kind is None:
