@@ -223,3 +223,28 @@ def test_bundled_models_list_their_operating_threshold(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert "thr." in out.splitlines()[0]
+
+
+@pytest.mark.parametrize("depth", [3, 4])
+def test_encoder_depth_alone_gets_matching_decoder_widths(depth):
+    """smp's U-Net insists on five decoder widths; a shallower encoder without widths used to
+    fail with smp's ValueError. It now gets smp's first ``depth`` defaults, recorded in the spec."""
+    import torch
+
+    from napari_temdefect.models import create_model
+
+    model = create_model(arch="unet", encoder="resnet18", device="cpu",
+                         options={"encoder_depth": depth})
+    assert model.spec.options["decoder_channels"] == [256, 128, 64, 32, 16][:depth]
+    with torch.no_grad():
+        assert model.module(torch.zeros(1, 1, 64, 64)).shape == (1, 1, 64, 64)
+
+
+def test_decoder_widths_that_do_not_match_the_depth_are_one_sentence():
+    from napari_temdefect.models import create_model
+
+    with pytest.raises(TemDefectError, match="2 decoder widths for an encoder of depth 4"):
+        create_model(arch="unet", encoder="resnet18", device="cpu",
+                     options={"encoder_depth": 4, "decoder_channels": [64, 32]})
+    with pytest.raises(TemDefectError, match="encoder_depth 7 is out of range"):
+        create_model(arch="unet", encoder="resnet18", device="cpu", options={"encoder_depth": 7})

@@ -27,7 +27,8 @@ def add_parser(sub):
                    help="unet, unetplusplus, deeplabv3plus or defectsegnet (default unet)")
     p.add_argument("--encoder", default="resnet18", help="smp encoder name (default resnet18)")
     p.add_argument("--encoder-depth", type=int, default=None, metavar="D",
-                   help="encoder stages, 3–5 (smp architectures; default 5)")
+                   help="encoder stages, 3–5 (smp architectures; default 5; U-Net decoder widths "
+                        "follow it unless --decoder-channels gives them)")
     p.add_argument("--decoder-channels", type=int, nargs="+", default=None, metavar="C",
                    help="decoder widths, one per encoder stage (U-Net family)")
     p.add_argument("--encoder-weights", default=None, metavar="imagenet|PATH",

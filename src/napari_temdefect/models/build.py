@@ -29,6 +29,7 @@ def build_module(spec: ModelSpec, encoder_weights: str | None = None) -> nn.Modu
     import segmentation_models_pytorch as smp
 
     cls = getattr(smp, _SMP_CLASSES[spec.arch])
+    _check_decoder_options(spec)
     try:
         if encoder_weights == "imagenet":
             from .pretrained import build_with_imagenet
@@ -51,6 +52,29 @@ def build_module(spec: ModelSpec, encoder_weights: str | None = None) -> nn.Modu
 
         load_encoder_weights(module, encoder_weights)
     return _drop_unused_stages(module, spec)
+
+
+#: smp's U-Net decoder widths for a depth-5 encoder; a shallower encoder takes the first ones
+_UNET_DECODER = (256, 128, 64, 32, 16)
+
+
+def _check_decoder_options(spec: ModelSpec) -> None:
+    """U-Net family: one decoder width per encoder stage. ``encoder_depth`` alone gets smp's
+    default widths for that depth (smp itself insists on five); a mismatch is one sentence."""
+    if spec.arch not in ("unet", "unetplusplus"):
+        return
+    opts = spec.options
+    depth = int(opts.get("encoder_depth", 5))
+    if not 3 <= depth <= 5:
+        raise TemDefectError(f"encoder_depth {depth} is out of range; use 3, 4 or 5.")
+    widths = opts.get("decoder_channels")
+    if widths is None:
+        if depth != 5:
+            opts["decoder_channels"] = list(_UNET_DECODER[:depth])
+    elif len(widths) != depth:
+        raise TemDefectError(
+            f"{len(widths)} decoder widths for an encoder of depth {depth}; give one width per "
+            f"encoder stage ({depth}, e.g. {' '.join(map(str, _UNET_DECODER[:depth]))}).")
 
 
 def _drop_unused_stages(module: nn.Module, spec: ModelSpec) -> nn.Module:
