@@ -129,6 +129,26 @@ def test_evaluate_prints_table_and_writes_csv_and_overlay(tmp_path, capsys):
     assert "one reference per prediction" in capsys.readouterr().err
 
 
+def test_evaluate_two_models_on_one_image_keeps_both_rows_and_overlays(tmp_path, capsys):
+    """e1/x_mask.tif and e2/x_mask.tif (two models' masks of one image) used to write the same
+    overlay twice and stop at the second, with no metrics written."""
+    truth = disks()
+    for model, spec in (("e1", ((30, 30, 16),)), ("e2", ((30, 30, 16), (40, 90, 24)))):
+        (tmp_path / model).mkdir()
+        iio.imwrite(tmp_path / model / "x_mask.png", disks(spec=spec))
+    iio.imwrite(tmp_path / "t.png", truth)
+    out = tmp_path / "metrics.csv"
+    assert main(["evaluate", "--pred", str(tmp_path / "e1" / "x_mask.png"),
+                 str(tmp_path / "e2" / "x_mask.png"), "--truth", str(tmp_path / "t.png"),
+                 str(tmp_path / "t.png"), "--kind", "blobs", "--out", str(out),
+                 "--overlay-dir", str(tmp_path / "ov")]) == 0
+    m = pd.read_csv(out).set_index("image")
+    assert m.index.tolist() == ["e1__x", "e2__x"]
+    assert m["count_pred"].tolist() == [1, 2]
+    assert sorted(p.name for p in (tmp_path / "ov").iterdir()) == \
+        ["e1__x_confusion.png", "e2__x_confusion.png"]
+
+
 @pytest.mark.realdata
 def test_real_masks(shared_data, tmp_path):
     bubbles = sorted((shared_data / "he_bubbles" / "masks").glob("*.png"))[:2]

@@ -41,6 +41,24 @@ def add_parser(sub):
     return p
 
 
+def unique_names(paths) -> list[str]:
+    """The image name of each prediction (``x_mask.tif`` → ``x``), with its folder added where
+    two share one (``e1/x_mask.tif``, ``e2/x_mask.tif`` → ``e1__x``, ``e2__x``: two models on
+    one image), then a counter, so rows and overlay files never collide."""
+    from collections import Counter
+
+    names = [image_name(p) for p in paths]
+    counts = Counter(names)
+    names = [f"{p.parent.name}__{n}" if counts[n] > 1 and p.parent.name else n
+             for p, n in zip(paths, names)]
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+        out.append(n if seen[n] == 1 else f"{n}-{seen[n]}")
+    return out
+
+
 SHOWN = ["pixel_f1", "boundary_f1", "object_f1", "count_pred", "count_truth", "size_ks"]
 
 
@@ -64,7 +82,7 @@ def run(args) -> int:
     if args.out:
         check_writable(args.out, args.overwrite)
     overlay_dir = Path(args.overlay_dir) if args.overlay_dir else None
-    names = [image_name(p) for p in preds]
+    names = unique_names(preds)
     if overlay_dir is not None:
         for name in names:
             check_writable(overlay_dir / f"{name}_confusion.png", args.overwrite)
