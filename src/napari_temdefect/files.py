@@ -25,12 +25,12 @@ def _umask() -> int:
 def check_writable(path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Return ``path`` as a Path, or raise if it exists and ``overwrite`` is False."""
     path = Path(path)
+    if path.is_dir():
+        raise TemDefectError(f"{path} is a folder; give a file name instead.")
     if path.exists() and not overwrite:
         raise TemDefectError(
-            f"{path} already exists; choose another name or pass overwrite=True (--overwrite)."
-        )
-    if path.exists() and path.is_dir():
-        raise TemDefectError(f"{path} is a folder; give a file name instead.")
+            f"{path} already exists; choose another name, or replace it with --overwrite "
+            "(overwrite=True in Python).")
     return path
 
 

@@ -34,7 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
             if exc.name == f"{__package__}.{name}":
                 continue  # subcommand not written yet
             raise
-        module.add_parser(sub)
+        command = module.add_parser(sub)
+        # `temdefect train … --debug` as well as `temdefect --debug train …` (SUPPRESS: the
+        # subcommand does not reset what the main parser set)
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="show full tracebacks on errors")
     return parser
 
 
