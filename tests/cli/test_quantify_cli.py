@@ -162,3 +162,19 @@ def test_real_masks(shared_data, tmp_path):
     g = pd.read_csv(tmp_path / "g_summary.csv").iloc[0]
     assert 5 < g["grain_count"] < g["grain_count_including_border"]
     assert math.isfinite(g["mean_grain_diameter_px"])
+
+
+def test_an_inverted_grain_mask_gets_a_note(tmp_path, capsys):
+    """Grains white and boundaries black: nothing is enclosed, so grain_count is 0; the user is
+    told why instead of being left with a silent zero."""
+    b = np.zeros((128, 128), np.uint8)
+    b[::32, :] = b[:, ::32] = 255  # boundaries every 32 px
+    iio.imwrite(tmp_path / "ok.png", b)
+    iio.imwrite(tmp_path / "inv.png", 255 - b)
+    assert main(["quantify", str(tmp_path / "ok.png"), "--kind", "grains", "--out",
+                 str(tmp_path / "a.csv"), "-q"]) == 0
+    assert "note" not in capsys.readouterr().err
+    assert main(["quantify", str(tmp_path / "inv.png"), "--kind", "grains", "--out",
+                 str(tmp_path / "b.csv"), "-q"]) == 0
+    err = capsys.readouterr().err
+    assert "probably inverted" in err and "inv:" in err and err.count("\n") == 1

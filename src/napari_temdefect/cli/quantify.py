@@ -202,6 +202,9 @@ def run(args) -> int:
     summary = pd.concat([r.summary for r in results], ignore_index=True)
     write_csv(objects, out, overwrite=args.overwrite)
     write_csv(summary, summary_path, overwrite=args.overwrite)
+    for r in results:
+        for note in r.notes:
+            print(f"temdefect: note: {r.summary['image'].iloc[0]}: {note}", file=sys.stderr)
     if not args.quiet:
         if args.kind is None:
             print(f"Measured {kinds.pop()}, from the model class recorded in the input "

@@ -45,6 +45,8 @@ class QuantResult:
     pixel_size_nm: float | None
     #: extra arrays: "mask" (bool defect pixels), "skeleton" (lines), "boundary" (grains)
     extra: dict = field(default_factory=dict)
+    #: sentences about input that looks wrong but is measured anyway (e.g. an inverted mask)
+    notes: list = field(default_factory=list)
 
     @property
     def calibrated(self) -> bool:
@@ -262,5 +264,11 @@ def quantify(mask_or_probability, kind: str, pixel_size_nm: float | None = None,
                         threshold=float(threshold) if prob is not None else None,
                         grain_convex=grain_convex,
                         excluded_px=0 if excluded is None else int(np.count_nonzero(excluded)))
+    notes = []
+    fraction = float(summary["area_fraction"].iloc[0])
+    if kind == "grains" and fraction > 0.5:
+        notes.append(f"The boundaries cover {100 * fraction:.0f} % of the image, "
+                     "so the mask is probably inverted (grains white); grains are the regions "
+                     "that a boundary mask encloses, so invert it and measure again.")
     return QuantResult(labels=lab, objects=objects, summary=summary, kind=kind,
-                       pixel_size_nm=px, extra=extra)
+                       pixel_size_nm=px, extra=extra, notes=notes)

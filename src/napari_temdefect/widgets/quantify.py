@@ -461,6 +461,8 @@ class QuantifyWidget(QWidget):
         ignored = float(result.summary["ignored_fraction"].iloc[0])
         if ignored > 0:
             text += f" {100 * ignored:.1f} % of the image is marked ignore and left out."
+        for note in result.notes:
+            text += " " + note
         if comparison is not None:
             m = comparison.metrics.iloc[0]
             text += f" vs reference: pixel F1 {m['pixel_f1']:.3f}, object F1 {m['object_f1']:.3f}."
