@@ -222,6 +222,17 @@ def test_inference_waits_while_the_model_is_being_fine_tuned(qtbot, widget, rng,
     assert "img probability" in widget.viewer.layers
 
 
+def test_closing_the_image_during_a_run_adds_no_orphan_layers(qtbot, widget, rng, notes):
+    layer = widget.viewer.add_image(_image(rng), name="img")
+    worker = widget.run_inference(layer)
+    assert worker is not None
+    widget.viewer.layers.remove(layer)  # before the worker's result reaches the main thread
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    assert [ly.name for ly in widget.viewer.layers] == []
+    assert "was closed during the run" in widget.status.text()
+    assert widget.run_button.isEnabled()
+
+
 def test_fine_tune_waits_while_inference_runs(qtbot, widget, rng, notes, monkeypatch):
     """Fine-tuning the model while Inference runs it would show a prediction from weights that
     change mid-run; the Fine-tune panel refuses until the run is over."""

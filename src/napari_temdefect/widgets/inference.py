@@ -384,6 +384,12 @@ class InferenceWidget(QWidget):
             session.model, session.model_key = model, key
             session.weights_before_finetune = None  # Revert state of the previous model
             self.signals.model_changed.emit(session)
+        if name not in self.viewer.layers:  # the image was closed while it was predicted
+            self.progress_bar.setRange(0, 1)
+            self.progress_bar.setValue(0)
+            self.status.setText(f"{name!r} was closed during the run; its prediction was "
+                                "dropped.")
+            return
         session.predictions[name] = result
         session.inference_settings = dict(settings)
         layer = show_prediction(self.viewer, image_layer, result, model.name, labels,
