@@ -144,6 +144,9 @@ def test_add_save_load_training_set(setup, tmp_path, monkeypatch):
     widget.add_to_training_set()                         # same image again: replaced
     assert len(ts) == 1 and widget.entries.count() == 1
     assert "img" in widget.entries.item(0).text()
+    # edits: the 25 painted pixels and the fixture's 4-px speck; the 30 ignored pixels are
+    # counted once, as ignored (they were counted as edited too)
+    assert "30 px ignored · 29 px edited" in widget.entries.item(0).text()
 
     folder = tmp_path / "set"
     assert widget.save_training_set(folder) == folder

@@ -233,6 +233,30 @@ def test_closing_the_image_during_a_run_adds_no_orphan_layers(qtbot, widget, rng
     assert widget.run_button.isEnabled()
 
 
+def test_re_threshold_follows_a_new_prediction_at_another_threshold(qtbot, widget, rng, notes):
+    """Inference at 0.6, then again at 0.4 into the same layer: Corrections' re-threshold slider
+    shows 0.4, nothing counts as edited, and re-thresholding gives exactly the map's mask."""
+    from napari_temdefect import corrections as core
+    from napari_temdefect.widgets.corrections import CorrectionsWidget
+
+    layer = widget.viewer.add_image(_image(rng), name="img")
+    corr = CorrectionsWidget(widget.viewer)
+    qtbot.addWidget(corr)
+    prob_values = []
+    for t in (0.6, 0.4):
+        widget.threshold_spin.setValue(t)
+        _run(qtbot, widget, layer)
+        prob_values.append(widget.session.predictions["img"].probability)
+    assert corr.threshold_spin.value() == pytest.approx(0.4)
+    assert corr.layer().name == "img defects"
+    corr.add_to_training_set()
+    assert widget.session.training_set.entries[-1].edited is None or \
+        int(np.count_nonzero(widget.session.training_set.entries[-1].edited)) == 0
+    corr.rethreshold(0.5)
+    want = core.mask_from_probability(prob_values[-1], 0.5) > 0
+    np.testing.assert_array_equal(np.asarray(corr.layer().data) > 0, want)
+
+
 def test_fine_tune_waits_while_inference_runs(qtbot, widget, rng, notes, monkeypatch):
     """Fine-tuning the model while Inference runs it would show a prediction from weights that
     change mid-run; the Fine-tune panel refuses until the run is over."""

@@ -90,6 +90,9 @@ def show_prediction(viewer, image_layer, result, model_name: str, labels: np.nda
         new_print = fingerprint(layer.data)
     layer.metadata = {**layer.metadata, OUTPUT_KEY: {**meta[OUTPUT_KEY],
                                                      "fingerprint": new_print}}
+    from ._session import get_signals
+
+    get_signals(viewer).prediction_shown.emit(name)  # Corrections re-bases its re-threshold
     return layer
 
 

@@ -35,6 +35,8 @@ class SessionSignals:
     # emitted with the Session; widgets connect to refresh their state
     model_changed = Signal(object)
     training_set_changed = Signal(object)
+    #: a new prediction was written into ``<image> defects`` (the image layer's name)
+    prediction_shown = Signal(str)
 
 
 _SIGNALS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()

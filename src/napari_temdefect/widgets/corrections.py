@@ -84,7 +84,8 @@ class CorrectionsWidget(QWidget):
         self.session = get_session(napari_viewer)
         self.signals = get_signals(napari_viewer)
         #: labels layer name -> thresholds whose masks the labels may currently be based on
-        self._thresholds: dict[str, list[float]] = {}
+        #: per labels layer: (the prediction it holds, the thresholds it was cut at since)
+        self._thresholds: dict[str, tuple[str | None, list[float]]] = {}
         self._bound: set[int] = set()
 
         layout = QVBoxLayout(self)
@@ -189,6 +190,7 @@ class CorrectionsWidget(QWidget):
         self.layer_combo.currentTextChanged.connect(self._on_layer_changed)
         follow_layer_list(self.viewer, self._refresh_layers)
         self.signals.training_set_changed.connect(self._refresh_entries)
+        self.signals.prediction_shown.connect(self._on_prediction_shown)
 
         self._setting_threshold = False
         self._refresh_layers()
@@ -350,10 +352,23 @@ class CorrectionsWidget(QWidget):
 
     # ---------------------------------------------------------------------- re-threshold
     def _thresholds_for(self, layer) -> list[float]:
-        if layer.name not in self._thresholds:
-            settings = self.session.inference_settings or {}
-            self._thresholds[layer.name] = [float(settings.get("threshold", 0.5))]
-        return self._thresholds[layer.name]
+        """The thresholds the layer's labels were cut at: the one its prediction was made at
+        (recorded on the layer by Inference), then each re-threshold since. A new prediction
+        written into the layer (another fingerprint) starts the list again."""
+        ours = (layer.metadata or {}).get(OUTPUT_KEY, {})
+        print_ = ours.get("fingerprint")
+        known = self._thresholds.get(layer.name)
+        if known is None or known[0] != print_:
+            recorded = ours.get("threshold")
+            if recorded is None:
+                recorded = (self.session.inference_settings or {}).get("threshold", 0.5)
+            known = self._thresholds[layer.name] = (print_, [float(recorded)])
+        return known[1]
+
+    def _on_prediction_shown(self, image_name: str) -> None:
+        layer = self.layer()
+        if layer is not None and image_name_of(layer.name) == image_name:
+            self._set_threshold_display(self._thresholds_for(layer)[-1])
 
     def _set_threshold_display(self, value: float) -> None:
         self._setting_threshold = True
@@ -470,8 +485,11 @@ class CorrectionsWidget(QWidget):
             cm = e.class_map()
             n_obj = int(core.instances_from_mask(cm > 0).max(initial=0))
             total_obj += n_obj
-            ign = int(e.ignore_mask().sum())
-            edited = "" if e.edited is None else f" · {int(e.edited.sum())} px edited"
+            ignore = e.ignore_mask()
+            ign = int(ignore.sum())
+            # painted or erased; the ignored pixels are counted once, as ignored
+            edited = "" if e.edited is None else \
+                f" · {int((np.asarray(e.edited, bool) & ~ignore).sum())} px edited"
             h, w = e.shape
             self.entries.addItem(f"{e.name} · {w}×{h} · {n_obj} defects · {ign} px ignored{edited}")
         self.summary.setText(f"{len(ts)} image(s), {total_obj} defects in all.")
