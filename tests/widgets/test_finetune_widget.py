@@ -169,6 +169,36 @@ def test_save_model_writes_history_and_refuses_overwrite(setup, qtbot, tmp_path,
             pass
 
 
+def test_save_records_the_panels_threshold_and_revert_forgets_the_saved_file(
+        setup, qtbot, tmp_path):
+    """Save uses the Inference panel's Threshold box as it is now (the user set 0.3 without
+    re-running), and a Revert after the save no longer presents the reverted weights as the
+    saved file."""
+    from napari_temdefect.models import load_model
+
+    viewer, widget, session = setup
+    model = session.model
+    source, key, threshold = model.source, session.model_key, model.threshold
+    widget.budget_steps.setValue(3)
+    worker = widget.start()
+    with qtbot.waitSignal(worker.finished, timeout=120_000):
+        pass
+    qtbot.waitUntil(lambda: widget.result is not None, timeout=10_000)
+    if widget.inference_worker is not None:
+        with qtbot.waitSignal(widget.inference_worker.finished, timeout=60_000):
+            pass
+    session.panel_threshold = 0.3  # what the Inference panel's box now shows
+    path = widget.save_model(tmp_path / "tuned.safetensors")
+    assert load_model(path, device="cpu").threshold == 0.3
+    assert session.model_key == str(path) and model.source == str(path)
+    assert widget.revert()
+    assert session.model_key == key and model.source == source
+    assert model.threshold == threshold and model.name == "tiny"
+    if widget.inference_worker is not None:
+        with qtbot.waitSignal(widget.inference_worker.finished, timeout=60_000):
+            pass
+
+
 def test_bad_input_is_a_message_and_nothing_starts(make_napari_viewer, qtbot, monkeypatch,
                                                    tiny_model):
     from napari_temdefect.widgets import finetune as mod

@@ -248,6 +248,7 @@ def test_re_threshold_follows_a_new_prediction_at_another_threshold(qtbot, widge
         _run(qtbot, widget, layer)
         prob_values.append(widget.session.predictions["img"].probability)
     assert corr.threshold_spin.value() == pytest.approx(0.4)
+    assert widget.session.panel_threshold == pytest.approx(0.4)  # what Fine-tune > Save records
     assert corr.layer().name == "img defects"
     corr.add_to_training_set()
     assert widget.session.training_set.entries[-1].edited is None or \

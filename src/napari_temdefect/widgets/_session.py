@@ -29,6 +29,8 @@ class Session:
     training: bool = False
     #: True while the Inference widget runs ``model`` on another thread (Fine-tune waits)
     predicting: bool = False
+    #: the Inference panel's Threshold box as it is now (Fine-tune > Save model records it)
+    panel_threshold: float | None = None
 
 
 class SessionSignals:

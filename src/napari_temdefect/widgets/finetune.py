@@ -147,7 +147,8 @@ class FinetuneWidget(QWidget):
         self._cancel = threading.Event()
         self._relay = _Relay()
         self._relay.event.connect(self._on_progress)
-        #: what Revert goes back to, besides the weights: (model, history length, parent, name)
+        #: what Revert goes back to, besides the weights: (model, history length, parent, name,
+        #: source, the session's model key, metadata)
         self._before: tuple | None = None
 
         layout = QVBoxLayout(self)
@@ -330,7 +331,8 @@ class FinetuneWidget(QWidget):
 
         if not self._is_tuned(model):
             self.session.weights_before_finetune = model.copy_weights()
-            self._before = (model, len(model.history), model.parent, model.name)
+            self._before = (model, len(model.history), model.parent, model.name,
+                            model.source, self.session.model_key, dict(model.metadata))
             model.parent = self.session.model_key or model.source or model.name
         self._cancel = threading.Event()
         self.plot.clear()
@@ -511,9 +513,11 @@ class FinetuneWidget(QWidget):
                 overwrite = True
             name, before = model.name, dict(model.metadata)
             model.name = path.stem
-            # what the user saw is what loads later: the Inference panel's threshold becomes
+            # the Inference panel's Threshold box, as it is now (else the last run's), becomes
             # the checkpoint's operating threshold (else the parent's stays)
-            used = as_threshold((self.session.inference_settings or {}).get("threshold"))
+            used = as_threshold(self.session.panel_threshold)
+            if used is None:
+                used = as_threshold((self.session.inference_settings or {}).get("threshold"))
             if used is not None:
                 model.metadata["threshold"] = used
             try:
@@ -539,10 +543,13 @@ class FinetuneWidget(QWidget):
                                      "fine-tuned in this session.")
             if self.worker is not None:
                 raise TemDefectError("Training is running; press Stop first, then Revert.")
-            _, n_hist, parent, name = self._before
+            _, n_hist, parent, name, source, key, metadata = self._before
             model.restore_weights(self.session.weights_before_finetune)
             del model.history[n_hist:]
             model.parent, model.name = parent, name
+            # a Save in between pointed the panels at the saved file; these weights are not it
+            model.source, model.metadata = source, metadata
+            self.session.model_key = key
             self.session.weights_before_finetune = None
             self._before = None
             self.status.setText("Reverted to the weights from before fine-tuning. "

@@ -150,6 +150,8 @@ class InferenceWidget(QWidget):
             "Probability above which a pixel becomes a defect. Choosing a model sets it to the "
             "model's operating threshold (0.5 unless its checkpoint records one).")
         form.addRow("Threshold", self.threshold_spin)
+        self.threshold_spin.valueChanged.connect(
+            lambda v: setattr(self.session, "panel_threshold", round(float(v), 4)))
         self.model_combo.currentIndexChanged.connect(self._apply_model_threshold)
         self._apply_model_threshold()
 
