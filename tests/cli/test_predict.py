@@ -178,6 +178,11 @@ def test_outputs_record_the_model_classes_so_quantify_needs_no_kind(tmp_path, ti
                  str(tmp_path / "b.csv"), "-q"]) == 0
     assert pd.read_csv(tmp_path / "b_summary.csv")["kind"].tolist() == ["blobs"]
 
+    # evaluate too: the prediction says what it is
+    assert main(["evaluate", "--pred", str(out / "img_mask.tif"), "--truth",
+                 str(out / "img_mask.tif"), "--out", str(tmp_path / "e.csv")]) == 0
+    assert pd.read_csv(tmp_path / "e.csv")["kind"].tolist() == ["grains"]
+
     write_tiff(tmp_path / "plain.tif", (tifffile.imread(out / "img_mask.tif") > 0)
                .astype(np.uint8))
     assert main(["quantify", str(tmp_path / "plain.tif"), "--out", str(tmp_path / "p.csv")]) == 2

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .quantify import add_measure_arguments, check_consistent_calibration, image_name, \
-    measure_kwargs, read_input
+from .quantify import (
+    add_measure_arguments, check_consistent_calibration, image_name, measure_kwargs, read_input,
+    read_input_with_file, recorded_kind,
+)
 
 
 def add_parser(sub):
@@ -28,7 +30,7 @@ def add_parser(sub):
                    help="predicted masks, labels or probability maps")
     p.add_argument("--truth", nargs="+", required=True, metavar="FILE",
                    help="reference masks or labels, in the same order")
-    add_measure_arguments(p)
+    add_measure_arguments(p, kind_required=False)
     p.add_argument("--iou", type=float, default=0.5, help="IoU for an object match (default 0.5)")
     p.add_argument("--tolerance", type=float, default=3.0, metavar="PX",
                    help="distance tolerance of the boundary F1 in px (default 3)")
@@ -89,14 +91,15 @@ def run(args) -> int:
 
     rows, seen = [], []
     for pred_path, truth_path, name in zip(preds, truths, names):
-        pred, px, _, recorded = read_input(pred_path, args.pixel_size)
+        pred, px, _, recorded, micrograph = read_input_with_file(pred_path, args.pixel_size)
+        kind = args.kind or recorded_kind(micrograph, None, pred_path.name)
         truth, px_truth, _, _ = read_input(truth_path, args.pixel_size)
         px = px if px is not None else px_truth
         seen.append((pred_path.name, px))
         check_consistent_calibration(seen)
         kwargs = measure_kwargs(args, recorded)
         kwargs.pop("thickness_nm")
-        result = compare(pred, truth, args.kind, px, iou=args.iou, tolerance_px=args.tolerance,
+        result = compare(pred, truth, kind, px, iou=args.iou, tolerance_px=args.tolerance,
                          image_name=name, **kwargs)
         rows.append(result.metrics)
         if overlay_dir is not None:

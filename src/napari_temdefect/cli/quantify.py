@@ -115,7 +115,7 @@ def select_class(data, class_index: int | None, name: str):
 def read_input(path: Path, pixel_size_nm: float | None, class_index: int | None = None):
     """(data, pixel size in nm or None, confidence or None, recorded threshold or None) of one
     input file; the threshold is the one `temdefect predict` cut a probability map at."""
-    return _read_input(path, pixel_size_nm, class_index)[:4]
+    return read_input_with_file(path, pixel_size_nm, class_index)[:4]
 
 
 def recorded_kind(micrograph, class_index: int | None, name: str) -> str:
@@ -136,7 +136,9 @@ def recorded_kind(micrograph, class_index: int | None, name: str) -> str:
     return kind
 
 
-def _read_input(path: Path, pixel_size_nm: float | None, class_index: int | None = None):
+def read_input_with_file(path: Path, pixel_size_nm: float | None,
+                         class_index: int | None = None):
+    """:func:`read_input` and the Micrograph it was read from (for its recorded tags)."""
     from ..errors import TemDefectError
     from ..io import map_threshold, read_image
 
@@ -187,7 +189,7 @@ def run(args) -> int:
 
     results, seen, kinds = [], [], set()
     for path in inputs:
-        data, px, confidence, recorded, micrograph = _read_input(path, args.pixel_size,
+        data, px, confidence, recorded, micrograph = read_input_with_file(path, args.pixel_size,
                                                                  args.class_index)
         seen.append((path.name, px))
         check_consistent_calibration(seen)

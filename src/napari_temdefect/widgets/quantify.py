@@ -528,10 +528,13 @@ class QuantifyWidget(QWidget):
             show_error(TemDefectError("Nothing to export yet; press Quantify first."))
             return None
         if path is None:
-            start = f"{self.result.objects['image'].iloc[0] if len(self.result.objects) else 'objects'}" \
-                    f"_{self.result.kind}.csv"
-            path, _ = QFileDialog.getSaveFileName(self, "Export CSV (objects; summary beside it)",
-                                                  start, "CSV files (*.csv)")
+            image = self.result.objects["image"].iloc[0] if len(self.result.objects) \
+                else "objects"
+            # the panel asks once, for both files, below (not the dialog for one of them)
+            path, _ = QFileDialog.getSaveFileName(
+                self, "Export CSV (objects; summary beside it)",
+                f"{image}_{self.result.kind}.csv", "CSV files (*.csv)",
+                options=QFileDialog.Option.DontConfirmOverwrite)
             if not path:
                 return None
         path = Path(path)
