@@ -139,6 +139,25 @@ def test_a_folder_gathers_every_run_and_never_mixes_two_images(batch_setup, tmp_
     assert pd.read_csv(out / "summary.csv")["image"].tolist() == ["img0", "img1", "img0-2"]
 
 
+def test_a_folder_resumes_from_another_working_directory(batch_setup, tmp_path, monkeypatch):
+    """run.json records absolute inputs: relative paths typed in one folder and absolute ones
+    later are the same images (they were taken for new ones, renamed img0-2 and redone)."""
+    data, paths, settings = batch_setup
+    out = tmp_path / "out"
+    monkeypatch.chdir(data)
+    assert run_batch(["img0.tif", "img1.tif"], out, settings, progress=False).ok
+    monkeypatch.chdir(tmp_path)
+    again = run_batch([paths[0], paths[1]], out, settings, progress=False)
+    assert again.done == [] and sorted(again.skipped) == ["img0", "img1"]
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["img0", "img1"]
+
+
+@pytest.mark.parametrize("kwargs", [dict(tile="auto", overlap=0.25), dict(overlap="auto"),
+                                    dict(tile=100, overlap=60), dict(tile=0)])
+def test_settings_that_predict_accepts_pass_the_early_check(kwargs):
+    BatchSettings(model="bubble", **kwargs).check()
+
+
 def test_a_folder_with_someone_elses_tables_is_refused(batch_setup, tmp_path):
     data, paths, settings = batch_setup
     out = tmp_path / "notes"

@@ -477,6 +477,15 @@ def test_ignored_region_separates_grains_and_makes_its_neighbours_border_grains(
     assert s["ignored_fraction"] == pytest.approx(32 * 32 / 256 ** 2)
 
 
+def test_a_lines_label_image_is_a_mask_whatever_its_ids():
+    """Lines are measured from the mask; a label image that reuses two ids over 24 lines is
+    not refused as "not instance labels"."""
+    a = np.zeros((256, 256), np.uint8)
+    for k in range(24):
+        a[5 + 10 * k, 10:240] = 1 + k % 2
+    assert quantify(a, "lines", 1.0).summary.iloc[0]["count"] == 24
+
+
 def test_ignored_region_cuts_lines():
     mask = np.zeros((128, 128), bool)
     thick_segment(mask, (64, 10), (64, 117))

@@ -256,6 +256,11 @@ def test_re_threshold_follows_a_new_prediction_at_another_threshold(qtbot, widge
     corr.rethreshold(0.5)
     want = core.mask_from_probability(prob_values[-1], 0.5) > 0
     np.testing.assert_array_equal(np.asarray(corr.layer().data) > 0, want)
+    # the same prediction again (same model, image and threshold: the same labels) also
+    # puts the slider back to the run's threshold
+    widget.ask_replace_edited = lambda name: True
+    _run(qtbot, widget, layer)
+    assert corr.threshold_spin.value() == pytest.approx(0.4)
 
 
 def test_fine_tune_waits_while_inference_runs(qtbot, widget, rng, notes, monkeypatch):

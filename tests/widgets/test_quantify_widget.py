@@ -268,3 +268,20 @@ def test_ignore_on_a_lines_layer_is_not_taken_for_line_pixels(make_napari_viewer
     assert s["count"] == 1
     assert s["total_line_length_px"] == pytest.approx(107, abs=3)
     assert s["ignored_fraction"] == pytest.approx(30 * 90 / 128 ** 2)
+
+
+def test_blobs_painted_with_one_label_are_measured_and_explained(make_napari_viewer, qtbot):
+    """A user who paints several missed bubbles with one label gets them measured (not refused
+    as "not instance labels") and told that each label counts as one object."""
+    viewer = make_napari_viewer()
+    labels = disk_labels()
+    y, x = np.ogrid[:256, :256]
+    for cy, cx in ((100, 30), (120, 220), (230, 40)):  # three more blobs, all painted as 9
+        labels[(y - cy) ** 2 + (x - cx) ** 2 <= 36] = 9
+    viewer.add_labels(labels, name="img defects")
+    widget = QuantifyWidget(viewer)
+    qtbot.addWidget(widget)
+    run(widget, qtbot)
+    assert len(widget.result.objects) == 5  # the 4 disks and label 9, as painted
+    assert "label 9: 3 pieces" in widget.status.text()
+    assert widget.result_layer.name == "img defects"  # features on the layer itself

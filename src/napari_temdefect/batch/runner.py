@@ -97,14 +97,17 @@ class BatchSettings:
         tile, overlap, batch size, sizes, blocks, and the class name against the model)."""
         from ..inference.tiling import resolve_overlap
 
-        if self.tile not in (None, 0, "auto") and int(self.tile) < 32:
+        auto = (None, 0, "auto")
+        tile = None if self.tile in auto else int(self.tile)
+        if tile is not None and tile < 32:
             raise TemDefectError(f"Tile size {self.tile} px is too small; use at least 32 px "
                                  "(or leave it out for auto).")
-        if self.overlap is not None:
-            resolve_overlap(self.overlap, int(self.tile or 512))
-            if self.tile and float(self.overlap) >= 1 and float(self.overlap) > int(self.tile) // 2:
+        if self.overlap not in (None, "auto"):
+            resolve_overlap(self.overlap, tile or 512)
+            rounded = None if tile is None else -(-tile // 32) * 32  # as plan_tiles rounds it
+            if rounded and float(self.overlap) >= 1 and float(self.overlap) > rounded // 2:
                 raise TemDefectError(f"Overlap {self.overlap} px is more than half the tile "
-                                     f"({self.tile} px); use less.")
+                                     f"({rounded} px); use less.")
         for value, what in ((self.batch_size, "batch size"),):
             if value is not None and int(value) < 1:
                 raise TemDefectError(f"The {what} {value} is invalid; use 1 or more.")
@@ -551,7 +554,8 @@ def run_batch(inputs, out_dir, settings: BatchSettings, *, scheduler=None, recur
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text(out_dir / RUN_JSON, json.dumps({
         "settings": key, "model": ref or getattr(settings.model, "name", "model"),
-        "inputs": [str(p) for p, _ in batch], "names": [n for _, n in batch],
+        # absolute, so that a later run from another working directory finds them again
+        "inputs": [str(Path(p).resolve()) for p, _ in batch], "names": [n for _, n in batch],
         "started": datetime.now().isoformat(timespec="seconds"),
     }, indent=1), overwrite=True)
 

@@ -88,12 +88,22 @@ def _same_shape(arr, shape, what):
     return a
 
 
+#: side of the window that :func:`_check_plausible_labels` looks at (bounded memory)
+_CHECK_WINDOW = 2048
+
+
 def _check_plausible_labels(a: np.ndarray, n_values: int) -> None:
     """Refuse an integer image whose values are not instance labels: each instance is one
     connected patch (a few after a merge), while a JPEG-compressed mask, a class mask or a
-    micrograph passed by mistake scatters each value over many patches."""
+    micrograph passed by mistake scatters each value over many patches. A large image is
+    judged on its central window."""
     from skimage.measure import label
 
+    h, w = a.shape
+    if max(h, w) > _CHECK_WINDOW:
+        y0, x0 = max(0, (h - _CHECK_WINDOW) // 2), max(0, (w - _CHECK_WINDOW) // 2)
+        a = a[y0:y0 + _CHECK_WINDOW, x0:x0 + _CHECK_WINDOW]
+        n_values = int(np.count_nonzero(np.unique(a)))
     patches = int(label(a, background=0, connectivity=2).max())
     if patches > 2 * n_values + 10:
         raise TemDefectError(
@@ -103,11 +113,29 @@ def _check_plausible_labels(a: np.ndarray, n_values: int) -> None:
             "mask pick one class (--class K).")
 
 
+def _scattered_labels_note(lab: np.ndarray) -> list[str]:
+    """A sentence when some label ids are painted in several separate pieces: each such id is
+    measured as one object (as given), which is rarely what painting several blobs meant."""
+    if not lab.any():
+        return []
+    pieces, _ = ndi.label(lab > 0, structure=np.ones((3, 3), bool), output=np.int32)
+    pairs = np.unique(pieces.astype(np.int64) * (int(lab.max()) + 1) + lab)
+    ids = pairs % (int(lab.max()) + 1)
+    ids, counts = np.unique(ids[ids > 0], return_counts=True)
+    split = ids[counts > 1]
+    if not split.size:
+        return []
+    worst = int(ids[np.argmax(counts)])
+    return [f"{split.size} label(s) are painted in several separate pieces (label {worst}: "
+            f"{int(counts.max())} pieces) and each counts as one object; give each defect its "
+            "own label (napari: press M for a new label before painting the next one)."]
+
+
 def _union(a, b):
     return b if a is None else a | b
 
 
-def _interpret(data, threshold: float):
+def _interpret(data, threshold: float, kind: str = "blobs"):
     """Return (mask bool, probability or None, instance labels or None, ignored bool or None).
 
     ``ignored``: the pixels an integer label image marks :data:`IGNORE_LABEL` (the ignore
@@ -143,6 +171,8 @@ def _interpret(data, threshold: float):
         if values.min() < 0:
             raise TemDefectError("The label image has negative values; give a mask or "
                                  "labels with 0 for background and positive ids.")
+        if kind == "lines":  # lines are measured from the mask; their ids do not matter
+            return a > 0, None, None, ignored
         _check_plausible_labels(a, values.size)
         return a > 0, None, a, ignored
     raise TemDefectError(f"The mask has dtype {a.dtype}; give a mask, labels or probabilities.")
@@ -179,7 +209,7 @@ def quantify(mask_or_probability, kind: str, pixel_size_nm: float | None = None,
     if min_size < 0:
         raise TemDefectError("The minimum size is negative; give 0 or more pixels.")
 
-    mask, prob, instances, ignored = _interpret(mask_or_probability, float(threshold))
+    mask, prob, instances, ignored = _interpret(mask_or_probability, float(threshold), kind)
     shape = mask.shape
     if labels is not None:
         lab = _same_shape(labels, shape, "labels")
@@ -265,6 +295,8 @@ def quantify(mask_or_probability, kind: str, pixel_size_nm: float | None = None,
                         grain_convex=grain_convex,
                         excluded_px=0 if excluded is None else int(np.count_nonzero(excluded)))
     notes = []
+    if kind == "blobs" and instances is not None:
+        notes += _scattered_labels_note(lab)
     fraction = float(summary["area_fraction"].iloc[0])
     if kind == "grains" and fraction > 0.5:
         notes.append(f"The boundaries cover {100 * fraction:.0f} % of the image, "

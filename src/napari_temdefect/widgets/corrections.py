@@ -366,6 +366,9 @@ class CorrectionsWidget(QWidget):
         return known[1]
 
     def _on_prediction_shown(self, image_name: str) -> None:
+        # the layer now holds a fresh prediction (even one identical to the last): start again
+        # from the threshold it was made at
+        self._thresholds.pop(image_name + DEFECTS_SUFFIX, None)
         layer = self.layer()
         if layer is not None and image_name_of(layer.name) == image_name:
             self._set_threshold_display(self._thresholds_for(layer)[-1])

@@ -65,6 +65,12 @@ def guess_kind(layer) -> str | None:
     return next((k for k in kinds if k), "blobs")
 
 
+def _several_ids(labels: np.ndarray) -> bool:
+    """More than one non-zero id: instance labels (one id alone is a mask, labelled anew)."""
+    ids = labels[labels != 0]
+    return bool(ids.size) and int(ids.min()) != int(ids.max())
+
+
 def _split_ignore(labels: np.ndarray):
     """(labels without the ignore label, the ignored pixels or None) of a Labels layer."""
     from ..constants import IGNORE_LABEL
@@ -327,6 +333,8 @@ class QuantifyWidget(QWidget):
             if kind != "blobs":
                 # a labels layer of lines or boundaries (e.g. Inference's) is a mask, not grains
                 data = data > 0
+            elif _several_ids(data):  # a Labels layer of instances: measured as they are
+                extras["labels"] = data
         if layer_kind(layer) == "labels":
             for key, suffix in (("probability", " probability"), ("confidence", " confidence")):
                 other = self.viewer.layers[image + suffix] \
@@ -383,7 +391,7 @@ class QuantifyWidget(QWidget):
             from ..quantify import quantify
             from ..quantify.compare import compare
 
-            result = quantify(data, **kwargs)
+            result = quantify(data > 0 if "labels" in kwargs else data, **kwargs)
             comparison = None
             if reference is not None:
                 ref_kwargs = {k: v for k, v in kwargs.items()
