@@ -91,6 +91,15 @@ def wait_worker(worker, timeout=600):
         time.sleep(0.05)
 
 
+def run_to_end(worker, what: str) -> bool:
+    """Wait for a widget's worker; False (and a message) when the widget did not start one."""
+    if worker is None:
+        print(f"{what} did not start", file=sys.stderr)
+        return False
+    wait_worker(worker)
+    return True
+
+
 def show_only(viewer, title: str) -> None:
     """Show one of our dock widgets, hide the others (a screenshot per widget)."""
     for name, dock in viewer.window._wrapped_dock_widgets.items():
@@ -180,11 +189,8 @@ def main(argv=None) -> int:
         quant._refresh_layers()
         quant.layer_combo.setCurrentText(layer.name)
         quant.kind_combo.setCurrentText("blobs")
-        worker = quant.run()
-        if worker is None:
-            print("quantification did not start", file=sys.stderr)
+        if not run_to_end(quant.run(), "quantification"):
             return 1
-        wait_worker(worker)
         quant.tabs.setCurrentIndex(2)  # the size histogram
         viewer.layers.selection.active = quant.result_layer
         layer.mode = "pan_zoom"
@@ -198,11 +204,8 @@ def main(argv=None) -> int:
         fine.ask_replace_edited = lambda name: True  # the dialog's Yes: replace, Ctrl-Z undoes
         fine.batch.setValue(4)
         fine.patch.setCurrentText("128")
-        worker = fine.start()
-        if worker is None:
-            print("fine-tuning did not start", file=sys.stderr)
+        if not run_to_end(fine.start(), "fine-tuning"):
             return 1
-        wait_worker(worker)
         if fine.inference_worker is not None:
             wait_worker(fine.inference_worker)
         settle(viewer, 1.5)
