@@ -67,7 +67,7 @@ def compare(pred, truth, kind: str, pixel_size_nm: float | None = None, *, iou: 
     Pixels that either marks ignore (see :func:`~napari_temdefect.quantify.quantify`), and
     ``exclude`` (bool), are left out of both: each is quantified without them, and no pixel
     there is scored. (A given QuantResult is taken as it is.)"""
-    from . import QuantResult, quantify
+    from . import QuantResult, _same_shape, quantify
 
     def q(x, name, exclude=None):
         if isinstance(x, QuantResult):
@@ -81,8 +81,10 @@ def compare(pred, truth, kind: str, pixel_size_nm: float | None = None, *, iou: 
                              f"{t.labels.shape} px; compare images of the same size.")
     pe, te = p.extra.get("excluded"), t.extra.get("excluded")
     excluded = None
-    for part in (pe, te, None if exclude is None else np.asarray(exclude, bool)):
-        if part is not None and part.shape == p.labels.shape and part.any():
+    given = None if exclude is None else \
+        _same_shape(exclude, p.labels.shape, "exclude mask").astype(bool)
+    for part in (pe, te, given):
+        if part is not None and part.any():
             excluded = part if excluded is None else excluded | part
     if excluded is not None:  # the ignore marks of either apply to both
         if pe is None or (excluded & ~pe).any():

@@ -73,12 +73,10 @@ def _several_ids(labels: np.ndarray) -> bool:
 
 def _split_ignore(labels: np.ndarray):
     """(labels without the ignore label, the ignored pixels or None) of a Labels layer."""
-    from ..constants import IGNORE_LABEL
+    from ..corrections import split_ignore
 
-    ignored = labels == IGNORE_LABEL
-    if not ignored.any():
-        return labels, None
-    return np.where(ignored, 0, labels), ignored
+    defects, ignored = split_ignore(labels)
+    return (defects, ignored) if ignored.any() else (labels, None)
 
 
 def layer_threshold(layer) -> float | None:
