@@ -108,9 +108,8 @@ class BatchSettings:
             if rounded and float(self.overlap) >= 1 and float(self.overlap) > rounded // 2:
                 raise TemDefectError(f"Overlap {self.overlap} px is more than half the tile "
                                      f"({rounded} px); use less.")
-        for value, what in ((self.batch_size, "batch size"),):
-            if value is not None and int(value) < 1:
-                raise TemDefectError(f"The {what} {value} is invalid; use 1 or more.")
+        if self.batch_size is not None and int(self.batch_size) < 1:
+            raise TemDefectError(f"The batch size {self.batch_size} is invalid; use 1 or more.")
         if self.min_size_px is not None and int(self.min_size_px) < 0:
             raise TemDefectError(f"The minimum size {self.min_size_px} px is negative; give 0 "
                                  "or more pixels.")
@@ -118,8 +117,10 @@ class BatchSettings:
             raise TemDefectError(f"Block {self.block} px / halo {self.halo} px are invalid; use "
                                  "a block of at least 64 px and a halo of 0 or more.")
         if self.class_name is not None:
-            classes = _model_classes(self.model)
-            if classes is not None and self.class_name not in classes:
+            from ..models import model_classes
+
+            classes = model_classes(self.model)
+            if classes and self.class_name not in classes:
                 raise TemDefectError(f"The model has no class {self.class_name!r}; use one of "
                                      f"{', '.join(classes)} (--class).")
 
@@ -175,17 +176,6 @@ def sha256_file(path, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: f.read(chunk), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def _model_classes(model) -> list[str] | None:
-    """The classes of a Model, bundled name or checkpoint (header only), or None if unknown."""
-    if _is_model(model):
-        return list(model.spec.classes)
-    from ..models import checkpoint_path
-    from ..models.checkpoint import read_metadata
-
-    spec = read_metadata(checkpoint_path(model)[0]).get("spec") or {}
-    return list(spec["classes"]) if spec.get("classes") else None
 
 
 def model_reference(model) -> tuple[str | None, str]:

@@ -73,11 +73,10 @@ def kind_of_model(model, class_name=None) -> str:
     for ``--kind``. Reads the checkpoint's header only."""
     from ..constants import kind_for_class
     from ..errors import TemDefectError
-    from ..models import checkpoint_path
-    from ..models.checkpoint import read_metadata
+    from ..models import checkpoint_path, model_classes
 
-    path, name = checkpoint_path(model)
-    classes = list((read_metadata(path).get("spec") or {}).get("classes") or [])
+    name = checkpoint_path(model)[1]
+    classes = model_classes(model)
     if class_name is not None and classes and class_name not in classes:
         raise TemDefectError(f"The model {name!r} has no class {class_name!r}; use one of "
                              f"{', '.join(classes)} (--class).")

@@ -22,7 +22,8 @@ from .spec import ARCHITECTURES, ModelSpec
 
 __all__ = [
     "ARCHITECTURES", "Model", "ModelSpec", "create_model", "default_model_name",
-    "checkpoint_path", "list_models", "load_model", "model_threshold", "save_model",
+    "checkpoint_path", "list_models", "load_model", "model_classes", "model_threshold",
+    "save_model",
     "DEFAULT_THRESHOLD",
 ]
 
@@ -157,6 +158,15 @@ def model_threshold(name_or_model) -> float:
     if isinstance(name_or_model, Model):
         return name_or_model.threshold
     return recorded_threshold(read_metadata(checkpoint_path(name_or_model)[0]))
+
+
+def model_classes(name_or_model) -> list[str]:
+    """The class names of a Model, a bundled name or a checkpoint path, read from the
+    checkpoint's metadata without building the network (empty when none are recorded)."""
+    if isinstance(name_or_model, Model):
+        return list(name_or_model.spec.classes)
+    spec = read_metadata(checkpoint_path(name_or_model)[0]).get("spec") or {}
+    return list(spec.get("classes") or [])
 
 
 def save_model(model: Model, path, overwrite: bool = False, half: bool = False, **extra) -> Path:
