@@ -84,8 +84,8 @@ class CorrectionsWidget(QWidget):
         self.session = get_session(napari_viewer)
         self.signals = get_signals(napari_viewer)
         #: labels layer name -> thresholds whose masks the labels may currently be based on
-        #: per labels layer: (the prediction it holds, the thresholds it was cut at since)
-        self._thresholds: dict[str, tuple[str | None, list[float]]] = {}
+        #: per labels layer: the thresholds it was cut at since its prediction was shown
+        self._thresholds: dict[str, list[float]] = {}
         self._bound: set[int] = set()
 
         layout = QVBoxLayout(self)
@@ -353,17 +353,14 @@ class CorrectionsWidget(QWidget):
     # ---------------------------------------------------------------------- re-threshold
     def _thresholds_for(self, layer) -> list[float]:
         """The thresholds the layer's labels were cut at: the one its prediction was made at
-        (recorded on the layer by Inference), then each re-threshold since. A new prediction
-        written into the layer (another fingerprint) starts the list again."""
-        ours = (layer.metadata or {}).get(OUTPUT_KEY, {})
-        print_ = ours.get("fingerprint")
-        known = self._thresholds.get(layer.name)
-        if known is None or known[0] != print_:
-            recorded = ours.get("threshold")
+        (recorded on the layer by Inference), then each re-threshold since. Every prediction
+        written into the layer starts the list again (:meth:`_on_prediction_shown`)."""
+        if layer.name not in self._thresholds:
+            recorded = (layer.metadata or {}).get(OUTPUT_KEY, {}).get("threshold")
             if recorded is None:
                 recorded = (self.session.inference_settings or {}).get("threshold", 0.5)
-            known = self._thresholds[layer.name] = (print_, [float(recorded)])
-        return known[1]
+            self._thresholds[layer.name] = [float(recorded)]
+        return self._thresholds[layer.name]
 
     def _on_prediction_shown(self, image_name: str) -> None:
         # the layer now holds a fresh prediction (even one identical to the last): start again
