@@ -62,6 +62,9 @@ SCALE = None
 INVERT = 0.0
 #: Weight of the soft clDice term (``TrainConfig.cldice_weight``; 0: off).
 CLDICE = 0.0
+#: Appearance augmentation of the shipped recipe (``TrainConfig.intensity/blur/shading``):
+#: the mild intensity jitter, no blur, no background ramp.
+INTENSITY, BLUR, SHADING = 1.0, 0.0, 0.0
 #: Synthetic images added to ``generic`` (kind, count); seeds 1000+ (tests use small seeds).
 SYNTHETIC = (("grains", 4), ("bubbles", 4), ("dislocations", 4))
 
@@ -88,11 +91,14 @@ class Variant:
     cont: bool = False  # continue the recipe's checkpoints (``CONTINUE_LR``)
     patch: int = PATCH
     batch: int = BATCH
+    intensity: float = INTENSITY
+    blur: float = BLUR
+    shading: float = SHADING
 
     @property
     def tag(self) -> str:
         """``<arch>[-random][-scale][-cont][-xinit][-invert<P>][-cldice<W>][-patch<N>]
-        [-batch<N>][-seed<N>]``."""
+        [-batch<N>][-intensity<S>][-blur<S>][-shading<A>][-seed<N>]``."""
         scale = None if self.scale is None else tuple(self.scale)
         parts = [self.arch]
         if self.random_init and self.arch in PRETRAINED:
@@ -108,6 +114,12 @@ class Variant:
             parts.append(f"patch{self.patch}")
         if self.batch != BATCH:
             parts.append(f"batch{self.batch}")
+        if self.intensity != INTENSITY:
+            parts.append(f"intensity{self.intensity:g}")
+        if self.blur != BLUR:
+            parts.append(f"blur{self.blur:g}")
+        if self.shading != SHADING:
+            parts.append(f"shading{self.shading:g}")
         if self.seed:
             parts.append(f"seed{self.seed}")
         return "-".join(parts)
@@ -123,7 +135,8 @@ class Variant:
                            val_fraction=0.1, patience=None, eval_every=100,
                            monitor="val_loss", seed=self.seed, device="cpu",
                            scale_range=self.scale, invert=self.invert,
-                           cldice_weight=self.cldice)
+                           cldice_weight=self.cldice, intensity=self.intensity,
+                           blur=self.blur, shading=self.shading)
 
     def encoder_weights(self) -> str | None:
         """The ImageNet encoder file a new network of this variant starts from (or None)."""
@@ -366,11 +379,22 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=BATCH, metavar="N",
                     help=f"patches per step (default {BATCH}); CV folds go to "
                          "cv/<arch>-batch<N> when it differs")
+    ap.add_argument("--intensity", type=float, default=INTENSITY, metavar="S",
+                    help=f"strength of the gamma/contrast/brightness/noise jitter (default "
+                         f"{INTENSITY:g}); CV folds go to cv/<arch>-intensity<S> when it differs")
+    ap.add_argument("--blur", type=float, default=BLUR, metavar="S",
+                    help=f"largest Gaussian blur σ in px, on half the patches (default {BLUR:g}); "
+                         "CV folds go to cv/<arch>-blur<S> when it differs")
+    ap.add_argument("--shading", type=float, default=SHADING, metavar="A",
+                    help=f"largest background ramp, as a fraction of the intensity span "
+                         f"(default {SHADING:g}); CV folds go to cv/<arch>-shading<A> when it "
+                         "differs")
     args = ap.parse_args(argv)
     variant = Variant(arch=args.arch, seed=args.seed,
                       scale=None if args.scale is None else tuple(args.scale),
                       invert=args.invert, cldice=args.cldice, random_init=args.random_init,
-                      xinit=args.xinit, cont=args.cont, patch=args.patch, batch=args.batch)
+                      xinit=args.xinit, cont=args.cont, patch=args.patch, batch=args.batch,
+                      intensity=args.intensity, blur=args.blur, shading=args.shading)
     set_threads(args.threads)
     for kind in args.only:
         steps = args.steps or STEPS[kind]

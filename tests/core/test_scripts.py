@@ -47,6 +47,8 @@ def test_recipe_variants_keep_their_cv_folder_names(train_bundled):
     assert V(random_init=True).tag == "unet-resnet18"  # resnet18 starts from random anyway
     assert V(patch=512, batch=1).tag == "unet-resnet18-patch512-batch1"
     assert V(cldice=1, seed=1).tag == "unet-resnet18-cldice1-seed1"
+    assert V(intensity=2, blur=1.5, shading=0.3).tag == \
+        "unet-resnet18-intensity2-blur1.5-shading0.3"
 
 
 def test_recipe_config_carries_every_variant_field(train_bundled):
@@ -59,3 +61,6 @@ def test_recipe_config_carries_every_variant_field(train_bundled):
                               batch=2).config(50, lr=5e-4)
     assert (c.steps, c.lr, c.seed, c.invert, c.cldice_weight) == (50, 5e-4, 3, 0.5, 0.25)
     assert (tuple(c.scale_range), c.patch_size, c.batch_size) == ((0.8, 1.2), 384, 2)
+    assert (shipped.intensity, shipped.blur, shipped.shading) == (1.0, 0.0, 0.0)
+    c = train_bundled.Variant(intensity=2, blur=1.5, shading=0.3).config(10)
+    assert (c.intensity, c.blur, c.shading) == (2, 1.5, 0.3)

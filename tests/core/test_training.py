@@ -192,6 +192,54 @@ def test_invert_probability_is_validated(tiny_model, tset):
     assert tiny_model.history[-1]["config"]["invert"] == 0.5
 
 
+def test_blur_and_shading_change_the_image_only():
+    from scipy.ndimage import gaussian_filter
+
+    from napari_temdefect.training.augment import blur_and_shade
+
+    rng = np.random.default_rng(0)
+    img = rng.normal(0.5, 0.1, (64, 64)).astype(np.float32)
+    labels = (img > 0.55).astype(np.uint8)
+    blurred = shaded = 0
+    for _ in range(100):
+        out, (lab,), k = augment_patch(img, [labels], rng, intensity=0.0, blur=2.0)
+        assert np.array_equal(lab, d4(labels, k)) and out.dtype == np.float32
+        if not np.array_equal(out, d4(img, k)):
+            blurred += 1
+            assert out.std() < img.std()  # smoothing removes pixel noise
+    assert 30 < blurred < 70  # half the patches
+    # a ramp of at most 0.5 of the 1-99 % span: smooth (it survives a blur), bounded
+    span = float(np.subtract(*np.percentile(img, [99, 1])))
+    for _ in range(50):
+        out = blur_and_shade(img, rng, shading=0.5)
+        ramp = out - img
+        assert np.ptp(ramp) <= 0.5 * span + 1e-5
+        if np.ptp(ramp) > 0.05 * span:
+            shaded += 1
+            assert np.abs(gaussian_filter(ramp, 2) - ramp)[4:-4, 4:-4].max() < 0.01 * np.ptp(ramp)
+    assert shaded > 30
+    # off (the default) draws nothing extra, so recipes without them give the same patches
+    a, b = np.random.default_rng(3), np.random.default_rng(3)
+    for _ in range(20):
+        assert np.array_equal(augment_patch(img, [], a)[0],
+                              augment_patch(img, [], b, blur=0.0, shading=0.0)[0])
+
+
+def test_appearance_options_are_validated_and_recorded(tiny_model, tset):
+    for field, bad, match in (("blur", -1, "blur must be zero or a positive"),
+                              ("blur", 20, "largest blur"),
+                              ("shading", float("nan"), "shading must be zero"),
+                              ("intensity", -0.5, "intensity must be zero"),
+                              ("intensity", 8, "intensity is the strength"),
+                              ("shading", 5, "shading is the largest")):
+        with pytest.raises(TemDefectError, match=match):
+            finetune(tiny_model, tset, TrainConfig(steps=1, **{field: bad}, **FAST))
+    finetune(tiny_model, tset, TrainConfig(steps=2, intensity=2.0, blur=1.0, shading=0.2,
+                                           **FAST))
+    cfg = tiny_model.history[-1]["config"]
+    assert (cfg["intensity"], cfg["blur"], cfg["shading"]) == (2.0, 1.0, 0.2)
+
+
 def test_soft_skeleton_thins_a_bar_to_its_centre_line():
     from napari_temdefect.training.losses import soft_skeleton
 

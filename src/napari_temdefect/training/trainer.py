@@ -72,6 +72,15 @@ class TrainConfig:
     #: are bright with a dark fringe under focus and dark with a bright fringe over focus;
     #: 0.5 teaches both from micrographs taken on one side of focus
     invert: float = 0.0
+    #: strength of the gamma/contrast/brightness/noise jitter of every patch (1: mild, as the
+    #: shipped recipe; 0: off; 2: twice the ranges)
+    intensity: float = 1.0
+    #: largest Gaussian blur σ (px) given to half the patches, for micrographs that differ in
+    #: focus or resolution (0: off, as the paper)
+    blur: float = 0.0
+    #: largest height of a smooth background ramp added to a patch, as a fraction of its
+    #: intensity span, for uneven illumination or foil thickness (0: off, as the paper)
+    shading: float = 0.0
     #: weight of positive pixels in the BCE (None: 1)
     pos_weight: float | None = None
     dice_weight: float = 1.0
@@ -120,6 +129,23 @@ class TrainConfig:
                 f"cldice_weight must be zero or positive (got {self.cldice_weight}).")
         if not 0.0 <= float(self.invert) <= 1.0:
             raise TemDefectError(f"invert is a probability between 0 and 1 (got {self.invert}).")
+        for name in ("intensity", "blur", "shading"):
+            value = float(getattr(self, name))
+            if not (value >= 0 and math.isfinite(value)):
+                raise TemDefectError(
+                    f"{name} must be zero or a positive number (got {getattr(self, name)}).")
+        if float(self.blur) > 8:
+            raise TemDefectError(
+                f"blur is the largest blur σ in pixels; {self.blur} would wipe out the "
+                f"defects (use 0–8, e.g. 1).")
+        if float(self.intensity) > 4:
+            raise TemDefectError(
+                f"intensity is the strength of the intensity jitter; above 4 its contrast "
+                f"factor can turn negative and invert patches (got {self.intensity}; use 0–4).")
+        if float(self.shading) > 2:
+            raise TemDefectError(
+                f"shading is the largest background ramp as a fraction of the intensity span; "
+                f"{self.shading} would bury the defects (use 0–2, e.g. 0.3).")
         if self.scale_range is not None:
             try:
                 lo, hi = (float(v) for v in self.scale_range)
@@ -419,8 +445,10 @@ def _loop(model, tset, config, progress, cancel, device, kind):
             break
         images, targets, oks = sampler.batch(int(config.batch_size))
         if config.augment:
-            aug = [augment_patch(im, [tg, ok], rng, invert=float(config.invert),
-                                 normalization=spec.normalization)
+            aug = [augment_patch(im, [tg, ok], rng, intensity=float(config.intensity),
+                                 invert=float(config.invert),
+                                 normalization=spec.normalization,
+                                 blur=float(config.blur), shading=float(config.shading))
                    for im, tg, ok in zip(images, targets, oks)]
             images = [a[0] for a in aug]
             targets = [a[1][0] for a in aug]
