@@ -123,3 +123,54 @@ def test_train_from_scratch_cli(tmp_path, capsys):
                "--out", str(tmp_path / "bad.safetensors"), "--invert", "2", *FAST])
     err = capsys.readouterr().err
     assert rc == 2 and "invert is a probability" in err and len(err.strip().splitlines()) == 1
+
+
+def test_train_with_a_seed_gives_the_same_weights_twice(tmp_path, capsys):
+    from safetensors.numpy import load_file
+
+    i1, l1, _ = write_pair(tmp_path, "a", 3)
+    outs = []
+    for run in ("t1", "t2", "t3"):
+        out = tmp_path / f"{run}.safetensors"
+        seed = "5" if run != "t3" else "6"
+        rc = main(["train", "--images", str(i1), "--labels", str(l1), "--out", str(out),
+                   "--encoder-depth", "3", "--decoder-channels", "16", "8", "4", "--quiet",
+                   "--seed", seed, *FAST])
+        assert rc == 0, capsys.readouterr().err
+        outs.append(load_file(str(out)))
+    t1, t2, t3 = outs
+    assert t1.keys() == t2.keys() and all(np.array_equal(t1[k], t2[k]) for k in t1)
+    assert any(not np.array_equal(t1[k], t3[k]) for k in t1)  # the seed is the init
+
+
+def test_ctrl_c_stops_training_and_saves_the_best_weights(tmp_path, tiny_checkpoint, capsys,
+                                                          monkeypatch):
+    import os
+    import signal
+
+    from napari_temdefect.cli import finetune as cli_ft
+
+    i1, l1, _ = write_pair(tmp_path, "a", 3)
+    printer = cli_ft.progress_printer
+
+    def press_ctrl_c_at_step_2(enabled):
+        show = printer(enabled)
+
+        def hook(ev):
+            show(ev)
+            if ev.get("event") == "step" and ev["step"] == 2:
+                os.kill(os.getpid(), signal.SIGINT)
+        return hook
+
+    monkeypatch.setattr(cli_ft, "progress_printer", press_ctrl_c_at_step_2)
+    out = tmp_path / "x.safetensors"
+    fast = [a if a != "3" else "100000" for a in FAST]
+    rc = main(["finetune", "--model", str(tiny_checkpoint), "--images", str(i1),
+               "--labels", str(l1), "--out", str(out), *fast])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "saving the best weights so far" in captured.err
+    assert "stopped by Ctrl-C" in captured.out and out.exists()
+    record = load_model(out, device="cpu").history[-1]
+    assert record["reason"] == "cancelled" and record["steps"] < 10
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored

@@ -240,6 +240,33 @@ def test_appearance_options_are_validated_and_recorded(tiny_model, tset):
     assert (cfg["intensity"], cfg["blur"], cfg["shading"]) == (2.0, 1.0, 0.2)
 
 
+def test_every_numeric_option_is_validated_in_one_line(tiny_model, tset):
+    for field, bad, match in (("l2", float("nan"), "l2 must be zero"),
+                              ("l2", float("inf"), "l2 must be zero"),
+                              ("weight_decay", -1, "weight_decay must be zero"),
+                              ("dice_weight", float("nan"), "dice_weight must be zero"),
+                              ("edited_weight", -10, "edited_weight must be zero"),
+                              ("pos_weight", -5, "pos_weight must be a positive"),
+                              ("seed", -1, "seed must be zero or a positive")):
+        with pytest.raises(TemDefectError, match=match):
+            finetune(tiny_model, tset, TrainConfig(steps=1, **{field: bad}, **FAST))
+
+
+def test_the_record_names_the_images_the_round_trained_on(tiny_model, tset):
+    """The GUI's shared training set can change while a round runs (Add to training set)."""
+    names = list(tset.names)
+    extra = tset[0]
+
+    def meddle(event):
+        if event.get("event") == "step" and event["step"] == 1:
+            tset.remove(names[0])
+            tset.add(TrainingEntry(extra.image, extra.labels, name="added-later.tif"))
+
+    finetune(tiny_model, tset, TrainConfig(steps=2, **FAST), progress=meddle)
+    assert "added-later.tif" in tset.names  # the caller's set did change
+    assert tiny_model.history[-1]["data"] == names
+
+
 def test_soft_skeleton_thins_a_bar_to_its_centre_line():
     from napari_temdefect.training.losses import soft_skeleton
 

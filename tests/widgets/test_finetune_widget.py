@@ -143,6 +143,38 @@ def test_stop_keeps_best_weights_and_revert_restores_exactly(setup, qtbot):
             pass
 
 
+def test_a_failed_first_round_leaves_the_model_untuned(setup, qtbot, monkeypatch):
+    from napari_temdefect.widgets import finetune as mod
+
+    viewer, widget, session = setup
+    model = session.model
+    parent, before = model.parent, model.copy_weights()
+    shown = []
+    monkeypatch.setattr(mod, "show_error", lambda exc: shown.append(str(exc)))
+
+    import napari_temdefect.training as training
+
+    real = training.finetune
+
+    def failing(model, ts, config, progress=None, cancel=None):
+        def fail(event):
+            if event.get("event") == "step":
+                raise RuntimeError("disk full")
+        return real(model, ts, config, progress=fail, cancel=cancel)
+
+    monkeypatch.setattr(training, "finetune", failing)
+    worker = widget.start()
+    with qtbot.waitSignal(worker.finished, timeout=120_000):
+        pass
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=10_000)
+    assert shown and "disk full" in shown[-1]
+    assert "unchanged" in widget.status.text()
+    assert "fine-tuned" not in widget.model_label.text()
+    assert not widget.revert_btn.isEnabled() and model.parent == parent
+    after = model.module.state_dict()
+    assert all(np.array_equal(before[k].numpy(), after[k].cpu().numpy()) for k in before)
+
+
 def test_save_model_writes_history_and_refuses_overwrite(setup, qtbot, tmp_path, monkeypatch):
     from napari_temdefect.models import load_model
 

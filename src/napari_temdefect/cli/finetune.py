@@ -11,7 +11,9 @@ The output checkpoint keeps the fine-tune history and the parent model, and load
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import threading
 from pathlib import Path
 
 
@@ -156,12 +158,38 @@ def progress_printer(enabled: bool):
     return show
 
 
+@contextlib.contextmanager
+def stop_on_interrupt():
+    """An Event that the first Ctrl-C sets, so a training run stops after its current step
+    and the best weights so far are saved; a second Ctrl-C aborts as usual. Off the main
+    thread (no signal handler can be set there) the event is simply never set."""
+    import signal
+
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handler(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print("temdefect: stopping after this step and saving the best weights so far "
+              "(Ctrl-C again to abort without saving)", file=sys.stderr, flush=True)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def report(result, out, quiet: bool) -> None:
     if quiet:
         return
     first = result.history[0] if result.history else {}
     why = {"budget": "budget used", "early_stop": "stopped early (no improvement)",
-           "cancelled": "interrupted"}[result.reason]
+           "cancelled": "stopped by Ctrl-C"}[result.reason]
     line = (f"{result.steps} steps in {result.seconds / 60:.1f} min ({why}); "
             f"kept the weights of step {result.best_step}")
     if result.best_val_f1 is not None and first.get("val_f1") is not None:
@@ -188,14 +216,16 @@ def run(args) -> int:
         threshold = as_threshold(args.threshold)
         if threshold is None:
             raise TemDefectError(f"--threshold must be between 0 and 1 (got {args.threshold}).")
+    config = make_config(args)  # a bad value is a usage error before anything loads
     name = args.model or default_model_name()
     if name is None:
         raise TemDefectError("No bundled model is installed; give --model PATH.safetensors.")
     model = load_model(name, device=args.device)
     tset = load_training_set(args, model.spec.num_classes, model.spec.classes)
-    config = make_config(args)
     parent = str(name)
-    result = finetune(model, tset, config, progress=progress_printer(not args.quiet))
+    with stop_on_interrupt() as stop:
+        result = finetune(model, tset, config, progress=progress_printer(not args.quiet),
+                          cancel=stop)
     model.parent = parent
     model.name = out.stem
     if threshold is not None:

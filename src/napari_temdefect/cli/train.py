@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .finetune import add_training_args, load_training_set, make_config, progress_printer, report
+from .finetune import (
+    add_training_args, load_training_set, make_config, progress_printer, report, stop_on_interrupt,
+)
 
 DEFAULT_TRAIN_STEPS = 1200
 
@@ -46,7 +48,7 @@ def add_parser(sub):
 def run(args) -> int:
     from ..errors import TemDefectError
     from ..files import check_writable
-    from ..models import ModelSpec, create_model
+    from ..models import ModelSpec
     from ..training import train
 
     out = Path(args.out)
@@ -58,14 +60,17 @@ def run(args) -> int:
         options["encoder_depth"] = args.encoder_depth
     if args.decoder_channels:
         options["decoder_channels"] = list(args.decoder_channels)
-    spec = ModelSpec(arch=args.arch, encoder=args.encoder, classes=args.classes, options=options)
-    tset = load_training_set(args, spec.num_classes, spec.classes)
     steps = args.steps if (args.steps or args.minutes) else DEFAULT_TRAIN_STEPS
     config = make_config(args, steps=steps, freeze_bn=args.freeze_bn)
+    spec = ModelSpec(arch=args.arch, encoder=args.encoder, classes=args.classes, options=options)
+    tset = load_training_set(args, spec.num_classes, spec.classes)
     weights = None if args.encoder_weights in (None, "", "none") else args.encoder_weights
-    model = create_model(spec, encoder_weights=weights, device=args.device,
-                         name=args.name or out.stem)
-    result = train(model, tset, config, progress=progress_printer(not args.quiet))
+    # train() builds the network under --seed, so the same seed gives the same weights
+    with stop_on_interrupt() as stop:
+        result = train(spec, tset, config, encoder_weights=weights,
+                       name=args.name or out.stem, progress=progress_printer(not args.quiet),
+                       cancel=stop)
+    model = result.model
     model.save(out, overwrite=args.overwrite, description=args.description)
     report(result, out, args.quiet)
     return 0

@@ -110,8 +110,17 @@ class TrainConfig:
             raise TemDefectError(f"minutes must be positive (got {self.minutes}).")
         if not (float(self.lr) > 0 and math.isfinite(float(self.lr))):
             raise TemDefectError(f"The learning rate must be a positive number (got {self.lr}).")
-        if float(self.l2) < 0 or float(self.weight_decay) < 0:
-            raise TemDefectError("l2 and weight_decay must be zero or positive.")
+        for name in ("l2", "weight_decay", "dice_weight", "edited_weight"):
+            value = float(getattr(self, name))
+            if not (value >= 0 and math.isfinite(value)):
+                raise TemDefectError(
+                    f"{name} must be zero or a positive number (got {getattr(self, name)}).")
+        if self.pos_weight is not None and not (
+                float(self.pos_weight) > 0 and math.isfinite(float(self.pos_weight))):
+            raise TemDefectError(
+                f"pos_weight must be a positive number, or None for 1 (got {self.pos_weight}).")
+        if int(self.seed) < 0:
+            raise TemDefectError(f"seed must be zero or a positive integer (got {self.seed}).")
         if int(self.batch_size) < 1:
             raise TemDefectError(f"batch_size must be at least 1 (got {self.batch_size}).")
         if int(self.patch_size) < 32 or int(self.patch_size) % 32:
@@ -206,7 +215,9 @@ def _as_training_set(data) -> TrainingSet:
 def check_training_inputs(model, training_set, config: TrainConfig) -> TrainingSet:
     """Every check that can fail, done before any weight changes."""
     config.validate()
-    tset = _as_training_set(training_set)
+    # a snapshot: the GUI's shared set may gain or lose entries while this round runs, and the
+    # round's record must name the images it actually trained on
+    tset = TrainingSet(list(_as_training_set(training_set)))
     if len(tset) == 0:
         raise TemDefectError(
             "The training set is empty; add at least one corrected image before training."
@@ -273,6 +284,8 @@ def train(spec_or_model, training_set, config: TrainConfig | None = None, *,
             torch.manual_seed(int(config.seed))
             model = create_model(spec_or_model, encoder_weights=encoder_weights, device="cpu",
                                  name=name)
+        if config.device is None:
+            config.device = "auto"  # a new network trains on the best device there is
     tset = check_training_inputs(model, training_set, config)
     sizes = [e.pixel_size_nm for e in tset]
     if model.spec.pixel_size_nm is None and sizes and all(s is not None for s in sizes):

@@ -150,6 +150,7 @@ class FinetuneWidget(QWidget):
         #: what Revert goes back to, besides the weights: (model, history length, parent, name,
         #: source, the session's model key, metadata)
         self._before: tuple | None = None
+        self._first_round = False
 
         layout = QVBoxLayout(self)
         self.model_label = QLabel()
@@ -306,7 +307,7 @@ class FinetuneWidget(QWidget):
         """Start fine-tuning in a worker thread; returns the worker (None on bad input)."""
         from napari.qt.threading import thread_worker
 
-        from ..training import finetune
+        from ..training import TrainingSet, finetune
         from ..training.trainer import check_training_inputs
 
         if self.worker is not None:
@@ -329,7 +330,9 @@ class FinetuneWidget(QWidget):
             show_error(exc)
             return None
 
-        if not self._is_tuned(model):
+        ts = TrainingSet(list(ts))  # this round's images, whatever is added meanwhile
+        self._first_round = not self._is_tuned(model)
+        if self._first_round:
             self.session.weights_before_finetune = model.copy_weights()
             self._before = (model, len(model.history), model.parent, model.name,
                             model.source, self.session.model_key, dict(model.metadata))
@@ -387,6 +390,12 @@ class FinetuneWidget(QWidget):
 
     def _on_error(self, exc):
         self.session.training = False
+        if getattr(self, "_first_round", False) and self._before is not None:
+            # the weights are restored by finetune(); undo the "fine-tuned" bookkeeping too
+            model, _, parent = self._before[:3]
+            model.parent = parent
+            self._before = None
+            self.session.weights_before_finetune = None
         show_error(exc)
         self.status.setText("Training failed; the model is unchanged.")
 
