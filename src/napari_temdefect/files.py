@@ -43,11 +43,16 @@ def atomic_write(
     ``suffix`` keeps the extension that writers such as tifffile look at (default: path's own).
     """
     path = check_writable(path, overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=suffix if suffix is not None else path.suffix + ".tmp",
-        dir=path.parent,
-    )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{path.name}.",
+            suffix=suffix if suffix is not None else path.suffix + ".tmp", dir=path.parent,
+        )
+    except OSError as exc:  # a parent that is a file, no permission, a full or read-only disk
+        raise TemDefectError(
+            f"Cannot write {path}: {exc.strerror or exc} ({exc.filename or path.parent}); "
+            "choose another folder.") from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:

@@ -305,6 +305,11 @@ def _read_tiff(path: Path):
                 original["resolution"] = {"x_per_unit": xres, "resolution_unit": res_unit}
                 if res_unit in (2, 3):
                     scale, unit = 1.0 / xres, {2: "inch", 3: "cm"}[res_unit]
+        if "S" in axes and not axes.endswith("S") and data.ndim == len(axes):
+            # planar RGB (PlanarConfiguration "separate": axes SYX): samples last, as a
+            # contiguous RGB image, so it is read as one colour micrograph, not 3 frames
+            data = np.moveaxis(data, axes.index("S"), -1)
+            axes = axes.replace("S", "") + "S"
         if "S" in axes and axes.endswith("S"):
             meta["channels_last"] = True
         original["tags"] = {

@@ -117,9 +117,13 @@ def invert_image(image: np.ndarray) -> np.ndarray:
     """The micrograph with its contrast inverted (``max + min − x``), in its own dtype and
     range; normalised, it is exactly the input ``predict(..., invert=True)`` makes."""
     image = np.asarray(image)
-    lo, hi = image.min(), image.max()
     if np.issubdtype(image.dtype, np.integer):
+        lo, hi = image.min(), image.max()
         return (hi - (image - lo)).astype(image.dtype)
+    finite = np.isfinite(image)
+    if not finite.any():
+        return image.copy()
+    lo, hi = image[finite].min(), image[finite].max()  # NaN/inf pixels stay what they are
     return hi + lo - image
 
 

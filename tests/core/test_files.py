@@ -36,3 +36,10 @@ def test_written_files_get_normal_permissions(tmp_path):
     os.chmod(path, 0o640)
     write_text(path, "y\n", overwrite=True)
     assert stat.S_IMODE(path.stat().st_mode) == 0o640
+
+
+def test_a_parent_that_is_a_file_is_one_sentence(tmp_path):
+    (tmp_path / "file").write_text("mine")
+    with pytest.raises(TemDefectError, match="Cannot write .*choose another folder"):
+        write_text(tmp_path / "file" / "sub.txt", "hi")
+    assert (tmp_path / "file").read_text() == "mine"

@@ -221,6 +221,10 @@ def test_awkward_inputs_work_or_fail_in_one_sentence(rng):
     res = predict(model, nan, device="cpu")
     assert np.isfinite(res.probability).all()
     assert (res.confidence[10:20, 10:20] == 0).all() and res.confidence[30:, 30:].max() > 0
+    # no data is no defect, whatever the threshold (NaN padding of a montage is never counted)
+    low = predict(model, nan, device="cpu", threshold=0.001)
+    assert (low.mask[10:20, 10:20] == 0).all() and (low.probability[:, 10:20, 10:20] == 0).all()
+    assert low.mask[30:, 30:].any()
 
     for bad, words in [(rng.random((5, 64, 64)), "2D"), (np.full((32, 32), np.nan), "finite"),
                        (rng.random((4, 64)), "8×8")]:
@@ -233,6 +237,20 @@ def test_awkward_inputs_work_or_fail_in_one_sentence(rng):
         predict(model, gray, device="cpu", tile=64, overlap=0.7)
     with pytest.raises(TemDefectError, match="device"):
         predict(model, gray, device="tpu")
+    for option in ("tile", "overlap", "threshold"):
+        with pytest.raises(TemDefectError, match=f"(?i){option}.*abc"):
+            predict(model, gray, device="cpu", **{option: "abc"})
+
+
+@pytest.mark.parametrize("tile", [32, 64, 100, 255])
+def test_a_small_tile_gets_a_smaller_automatic_overlap(rng, tile):
+    """The automatic overlap (64 px on a CPU) was kept for any tile, so --tile 96 failed."""
+    model = _model(SmallNet())
+    image = rng.random((300, 300)).astype(np.float32)
+    res = predict(model, image, device="cpu", tile=tile)
+    assert res.overlap == min(64, tile // 4) and res.n_tiles > 1
+    whole = predict(model, image, device="cpu").probability  # one tile
+    assert np.abs(res.probability - whole).mean() < 0.01  # blended, no seams or holes
 
 
 def test_given_normalization_stats_are_used(rng):
@@ -294,3 +312,16 @@ def test_threshold_defaults_to_the_operating_threshold_the_model_records():
     for bad in (1.5, "high", None, 0):  # an unusable recorded value falls back to 0.5
         model.metadata["threshold"] = bad
         assert model.threshold == 0.5
+
+
+def test_inverting_an_image_with_missing_pixels_keeps_the_others(rng):
+    from napari_temdefect.preprocess import invert_image
+
+    img = rng.random((20, 20))
+    img[0, 0] = np.nan
+    out = invert_image(img)
+    assert np.isnan(out[0, 0]) and np.isfinite(out).sum() == 399
+    lo, hi = np.nanmin(img), np.nanmax(img)
+    np.testing.assert_allclose(out[1:], hi + lo - img[1:])
+    counts = np.array([[0, 5], [250, 255]], np.uint8)
+    np.testing.assert_array_equal(invert_image(counts), [[255, 250], [5, 0]])

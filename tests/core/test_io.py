@@ -209,6 +209,15 @@ def test_true_colour_becomes_luminance_with_a_note(tmp_path):
     assert any("luminance" in n for n in m.metadata["notes"])
 
 
+def test_planar_rgb_tiff_is_one_colour_image_not_three_frames(tmp_path):
+    rgb = np.random.default_rng(0).integers(0, 255, (3, 20, 30)).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "planar.tif", rgb, photometric="rgb", planarconfig="separate")
+    tifffile.imwrite(tmp_path / "contig.tif", np.moveaxis(rgb, 0, -1), photometric="rgb")
+    planar, contig = read_image(tmp_path / "planar.tif"), read_image(tmp_path / "contig.tif")
+    assert planar.data.shape == (20, 30)
+    np.testing.assert_allclose(planar.data, contig.data, rtol=1e-6)
+
+
 def test_colour_palette_png_keeps_label_indices(tmp_path):
     from PIL import Image
 

@@ -64,6 +64,22 @@ def test_corrupt_and_pickled_checkpoints_are_refused(tmp_path, tiny_checkpoint):
         load_model(evil)
 
 
+def test_broken_specs_and_weights_are_one_sentence(tmp_path, tiny_model):
+    with pytest.raises(TemDefectError, match="options .*bogus=1.* do not fit defectsegnet"):
+        create_model(arch="defectsegnet", options={"bogus": 1})
+    cases = {
+        "nospec.pt": {"spec": None, "state_dict": {}},
+        "badspec.pt": {"spec": {**tiny_model.spec.to_dict(), "in_channels": "abc"},
+                       "state_dict": {}},
+        "int.pt": {"spec": tiny_model.spec.to_dict(), "state_dict": {"w": 3}},
+    }
+    for name, obj in cases.items():
+        torch.save(obj, tmp_path / name)
+        with pytest.raises(TemDefectError) as info:
+            load_model(tmp_path / name)
+        assert name in str(info.value) and "\n" not in str(info.value)
+
+
 def test_foreign_torch_file_with_spec_loads_without_unpickling_code(tmp_path, tiny_model):
     path = tmp_path / "foreign.pt"
     torch.save({"spec": tiny_model.spec.to_dict(), "state_dict": tiny_model.module.state_dict()},

@@ -154,6 +154,14 @@ def _resolve_model(model, device):
     )
 
 
+def _number(value, name: str, kind):
+    """``kind(value)``, or one line naming the option (Python callers pass anything)."""
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise TemDefectError(f"{name} must be a number (got {value!r}).") from None
+
+
 def predict(model, image, *, tile=None, overlap=None, tta=False, threshold=None, device=None,
             batch_size=None, normalization_stats=None, progress=None, cancel=None,
             window="cosine", invert=False) -> PredictionResult:
@@ -190,7 +198,7 @@ def predict(model, image, *, tile=None, overlap=None, tta=False, threshold=None,
     start = time.perf_counter()
     image = as_2d_image(image)
     if threshold is not None:
-        threshold = float(threshold)
+        threshold = _number(threshold, "threshold", float)
         if not 0.0 < threshold < 1.0:
             raise TemDefectError(f"Threshold {threshold} is outside (0, 1); use e.g. 0.5.")
     if window not in WINDOWS:
@@ -204,10 +212,12 @@ def predict(model, image, *, tile=None, overlap=None, tta=False, threshold=None,
     module = model.module
 
     auto_tile, auto_overlap, auto_batch = AUTO_SETTINGS.get(dev.type, AUTO_SETTINGS["cpu"])
-    tile_max = auto_tile if tile in (None, 0, "auto") else int(tile)
+    tile_max = auto_tile if tile in (None, 0, "auto") else _number(tile, "tile", int)
     if tile_max < 32:
         raise TemDefectError(f"Tile size {tile_max} px is too small; use at least 32 px (or auto).")
-    ov = auto_overlap if overlap in (None, "auto") else resolve_overlap(overlap, tile_max)
+    # the automatic overlap shrinks with a small tile the user chose (a quarter of it at most)
+    ov = (min(auto_overlap, tile_max // 4) if overlap in (None, "auto")
+          else resolve_overlap(overlap, tile_max))
     plan = plan_tiles(image.shape, tile_max, ov, required_multiple(spec), window)
     th, tw = plan.tile_shape
 
@@ -303,8 +313,9 @@ def predict(model, image, *, tile=None, overlap=None, tta=False, threshold=None,
         conf[rows] = combine(entropy_confidence(pc), conf[rows] if tta else None)
         if finite is not None:
             bad = ~finite(image[rows])
-            if bad.any():
+            if bad.any():  # no data there (NaN/inf): no defect, no confidence
                 conf[rows][bad] = 0.0
+                pc[:, bad] = 0.0
         if n_classes == 1:
             mask[rows] = pc[0] > threshold
         else:

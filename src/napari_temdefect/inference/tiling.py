@@ -159,7 +159,10 @@ def resolve_overlap(overlap, tile: int) -> int:
     """Overlap as pixels: a float in [0, 0.5) is a fraction of the tile, an int ≥ 1 is pixels."""
     if overlap is None:
         return None
-    value = float(overlap)
+    try:
+        value = float(overlap)
+    except (TypeError, ValueError):
+        value = math.nan
     if not math.isfinite(value) or value < 0:
         raise TemDefectError(
             f"Overlap {overlap!r} is invalid; give a fraction in [0, 0.5) or pixels.")

@@ -16,6 +16,17 @@ def build_module(spec: ModelSpec, encoder_weights: str | None = None) -> nn.Modu
     ``encoder_weights``: None (random init), ``"imagenet"`` (smp's own download, cached), or a
     path to a local weights file for the encoder (see :mod:`.pretrained`).
     """
+    try:
+        return _build(spec, encoder_weights)
+    except (TypeError, ValueError) as exc:  # an option the network's constructor refuses
+        options = ", ".join(f"{k}={v!r}" for k, v in spec.options.items()) or "none"
+        raise TemDefectError(
+            f"The model options ({options}) do not fit {spec.arch}"
+            f"{'' if spec.arch == 'defectsegnet' else ' / ' + str(spec.encoder)}: {exc}; "
+            "fix or remove them.") from exc
+
+
+def _build(spec: ModelSpec, encoder_weights: str | None) -> nn.Module:
     if spec.arch == "defectsegnet":
         from .defectsegnet import DefectSegNet
 
