@@ -41,6 +41,7 @@ def _layers(key: str) -> list[tuple]:
         "name": f"{name} truth",
         "scale": kwargs["scale"],
         "opacity": 0.45,
+        "visible": False,  # the demo shows the model's answer first; tick the eye to compare
         "metadata": {"pixel_size_nm": px, "calibrated": True, "unit": "nm",
                      "classes": list(synth.masks), "source": kwargs["metadata"]["source"]},
     }

@@ -25,6 +25,7 @@ def test_sample_opens_in_viewer_with_scale_and_truth(make_napari_viewer, key):
     assert image.metadata["unit"] == "nm"
     assert 768 <= image.data.shape[0] <= 1024 and image.data.shape == truth.data.shape
     assert truth.data.max() > 0 and truth.data.dtype == np.int32
+    assert image.visible and not truth.visible  # the demo shows the model's answer first
     # the labels mark the defects: there the image differs from elsewhere
     inside = truth.data > 0
     assert abs(float(image.data[inside].mean()) - float(image.data[~inside].mean())) > 0.01

@@ -122,7 +122,7 @@ def output_names(paths) -> list[str]:
     """A unique, file-system-safe output name per input, stable for a given input list.
 
     The file stem, unless two inputs share it: then the extension and, if needed, the
-    parent folders are added (``a/img.tif`` and ``b/img.tif`` → ``a__img``, ``b__img``).
+    parent folders are added (``a/img.tif`` and ``b/img.tif`` → ``a__img_tif``, ``b__img_tif``).
     """
     paths = [Path(p) for p in paths]
     names = [p.stem for p in paths]
