@@ -207,9 +207,17 @@ def write_tiff(
         )
     kwargs: dict[str, Any] = {"imagej": True, "metadata": {"axes": "ZYX" if arr.ndim == 3 else "YX"}}
     if pixel_size_nm is not None:
-        px = float(pixel_size_nm)
+        try:
+            px = float(pixel_size_nm)
+        except (TypeError, ValueError):
+            raise TemDefectError(
+                f"Pixel size {pixel_size_nm!r} is not a number; give nm per pixel.") from None
         if not math.isfinite(px) or px <= 0:
             raise TemDefectError(f"Pixel size {pixel_size_nm!r} nm is not positive; give a size > 0.")
+        if px > MAX_PLAUSIBLE_PIXEL_NM:  # reading would ignore it as a print resolution
+            raise TemDefectError(
+                f"Pixel size {px:g} nm is not a microscope pixel (over "
+                f"{MAX_PLAUSIBLE_PIXEL_NM / 1000:g} µm); check the units (nm per pixel).")
         kwargs["resolution"] = (1.0 / px, 1.0 / px)
         kwargs["metadata"]["unit"] = "nm"
     for key, value in (tags or {}).items():

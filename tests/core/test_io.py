@@ -434,3 +434,13 @@ def test_complex_data_is_refused(tmp_path):
         mrc.set_data(np.ones((16, 16), np.complex64))
     with pytest.raises(TemDefectError, match="complex"):
         read_image(tmp_path / "fft.mrc")
+
+
+def test_write_tiff_refuses_a_pixel_size_that_reading_would_drop(tmp_path):
+    img = np.zeros((8, 8), np.float32)
+    for bad, words in ((50_000, "not a microscope pixel"), ("abc", "not a number")):
+        with pytest.raises(TemDefectError, match=words):
+            write_tiff(tmp_path / "x.tif", img, pixel_size_nm=bad)
+    assert not (tmp_path / "x.tif").exists()
+    write_tiff(tmp_path / "ok.tif", img, pixel_size_nm=9_000)
+    assert read_image(tmp_path / "ok.tif").pixel_size_nm == pytest.approx(9_000)

@@ -46,6 +46,10 @@ def test_unknown_names_give_one_clear_sentence(tmp_path):
         ModelSpec(arch="resnet-only")
     with pytest.raises(TemDefectError, match="Unknown encoder"):
         create_model(arch="unet", encoder="not-an-encoder")
+    with pytest.raises(TemDefectError, match="Unknown normalisation method 'minmax'"):
+        ModelSpec(normalization={"method": "minmax"})
+    with pytest.raises(TemDefectError, match="at most 255 classes"):
+        ModelSpec(classes=[f"c{i}" for i in range(300)])
 
 
 def test_corrupt_and_pickled_checkpoints_are_refused(tmp_path, tiny_checkpoint):

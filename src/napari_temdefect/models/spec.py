@@ -49,12 +49,20 @@ class ModelSpec:
         self.classes = [str(c) for c in self.classes]
         if not self.classes:
             raise TemDefectError("A model needs at least one class name, e.g. ['defect'].")
+        if len(self.classes) > 255:
+            raise TemDefectError(
+                f"A model can have at most 255 classes (got {len(self.classes)}); the mask "
+                "stores one class number per pixel in 8 bits.")
         if int(self.in_channels) < 1:
             raise TemDefectError("in_channels must be at least 1.")
         self.in_channels = int(self.in_channels)
         # JSON-normalise so a spec equals itself after a save/load round trip (tuples→lists)
         self.options = json.loads(json.dumps(self.options or {}))
         self.normalization = json.loads(json.dumps(self.normalization or {}))
+        method = self.normalization.get("method", "percentile")
+        if method not in ("percentile", "zscore"):
+            raise TemDefectError(
+                f"Unknown normalisation method {method!r}; use 'percentile' or 'zscore'.")
 
     @property
     def num_classes(self) -> int:
