@@ -188,3 +188,23 @@ def test_outputs_record_the_model_classes_so_quantify_needs_no_kind(tmp_path, ti
     assert main(["quantify", str(tmp_path / "plain.tif"), "--out", str(tmp_path / "p.csv")]) == 2
     err = capsys.readouterr().err
     assert "records no model class" in err and "pass --kind" in err and err.count("\n") == 1
+
+
+def test_a_magnification_far_from_the_models_gets_a_note(tmp_path, tiny_model, rng, capsys):
+    from napari_temdefect.inference import scale_mismatch
+
+    assert scale_mismatch(0.25, 0.3) is None and scale_mismatch(None, 1.0) is None
+    assert scale_mismatch(0.25, None) is None
+    assert "4.0× smaller" in scale_mismatch(0.25, 1.0)
+    assert "2.0× larger" in scale_mismatch(0.5, 0.25)
+    tiny_model.spec.pixel_size_nm = 0.25  # as train() records from its training set
+    ckpt = tiny_model.save(tmp_path / "m.safetensors")
+    data = rng.integers(0, 4000, (64, 64), dtype=np.uint16)
+    near = _write_input(tmp_path / "near.tif", data, pixel_size_nm=0.3)
+    far = _write_input(tmp_path / "far.tif", data, pixel_size_nm=1.0)
+    plain = _write_input(tmp_path / "plain.tif", data)
+    assert main(["predict", str(near), str(far), str(plain), "--model", str(ckpt),
+                 "--out", str(tmp_path / "out"), "--device", "cpu"]) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if "note" in line]
+    assert len(err) == 1 and "far.tif" in err[0] and "0.25 nm/px" in err[0]
+    assert (tmp_path / "out" / "far_mask.tif").exists()  # a note, not a refusal

@@ -324,3 +324,18 @@ def test_invert_contrast_box_predicts_on_the_inverted_image(qtbot, widget, rng, 
     np.testing.assert_allclose(viewer.layers["neg probability"].data, expected.probability[0],
                                atol=1e-4)
     assert viewer.layers["neg defects"].metadata[OUTPUT_KEY]["inverted"] is True
+
+
+def test_an_image_far_from_the_models_scale_gets_a_warning(qtbot, make_napari_viewer,
+                                                            tiny_model, tmp_path, rng, notes):
+    tiny_model.spec.pixel_size_nm = 0.25  # as train() records from its training set
+    widget = InferenceWidget(make_napari_viewer())
+    widget.set_model_path(tiny_model.save(tmp_path / "m.safetensors"))
+    viewer = widget.viewer
+    viewer.add_image(_image(rng), name="near", scale=(0.3, 0.3), units=("nm", "nm"))
+    _run(qtbot, widget, viewer.layers["near"])
+    assert notes == []
+    viewer.add_image(_image(rng), name="far", scale=(1.0, 1.0), units=("nm", "nm"))
+    _run(qtbot, widget, viewer.layers["far"])
+    assert len(notes) == 1 and "'far'" in notes[0] and "4.0× smaller" in notes[0]
+    assert "far defects" in viewer.layers  # a warning; the prediction is still shown

@@ -79,7 +79,7 @@ def run(args) -> int:
     from ..errors import TemDefectError
     from ..io import model_tags, read_image, threshold_tags, write_tiff
     from ..models import default_model_name, load_model
-    from ..inference import predict
+    from ..inference import predict, scale_mismatch
 
     images = [Path(p) for p in args.images]
     out_dir = Path(args.out)
@@ -92,6 +92,9 @@ def run(args) -> int:
     live = not args.quiet and sys.stderr.isatty()
     for image in images:
         micrograph = read_image(image)
+        mismatch = scale_mismatch(model.spec.pixel_size_nm, micrograph.pixel_size_nm)
+        if mismatch and not args.quiet:
+            print(f"temdefect: note: {image.name}: {mismatch}", file=sys.stderr)
         result = predict(model, micrograph.data, tile=args.tile, overlap=args.overlap,
                          tta=args.tta, threshold=args.threshold, device=args.device,
                          batch_size=args.batch_size, invert=args.invert,

@@ -31,7 +31,8 @@ from qtpy.QtWidgets import (
 from napari.utils.notifications import show_warning
 
 from ..errors import TemDefectError
-from ._common import layer_kind, show_error
+from ..inference.scale import scale_mismatch
+from ._common import layer_kind, layer_pixel_size, show_error
 from ._results import OUTPUT_KEY, ask_replace_edited, prepare_labels, show_prediction
 from ._session import get_session, get_signals
 
@@ -400,3 +401,6 @@ class InferenceWidget(QWidget):
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(1)
         self.status.setText(f"{result.summary()}. {n} defect object(s) in {layer.name!r}.")
+        mismatch = scale_mismatch(model.spec.pixel_size_nm, layer_pixel_size(image_layer))
+        if mismatch:
+            show_warning(f"{name!r}: {mismatch}.")
