@@ -111,7 +111,8 @@ def test_train_from_scratch_cli(tmp_path, capsys):
     rc = main(["train", "--images", str(i1), "--labels", str(l1), "--out", str(out),
                "--arch", "unet", "--encoder", "resnet18", "--encoder-depth", "3",
                "--decoder-channels", "16", "8", "4", "--classes", "bubble", "--quiet",
-               "--schedule", "cosine", "--invert", "0.5", "--cldice", "0.5", *FAST])
+               "--schedule", "cosine", "--invert", "0.5", "--cldice", "0.5",
+               "--intensity", "2", "--blur", "1.5", "--shading", "0.3", *FAST])
     assert rc == 0, capsys.readouterr().err
     model = load_model(out, device="cpu")
     assert model.spec.classes == ["bubble"] and model.spec.options["encoder_depth"] == 3
@@ -119,10 +120,15 @@ def test_train_from_scratch_cli(tmp_path, capsys):
     config = model.history[-1]["config"]
     assert config["schedule"] == "cosine"
     assert config["invert"] == 0.5 and config["cldice_weight"] == 0.5
+    assert (config["intensity"], config["blur"], config["shading"]) == (2, 1.5, 0.3)
     rc = main(["train", "--images", str(i1), "--labels", str(l1),
                "--out", str(tmp_path / "bad.safetensors"), "--invert", "2", *FAST])
     err = capsys.readouterr().err
     assert rc == 2 and "invert is a probability" in err and len(err.strip().splitlines()) == 1
+    rc = main(["train", "--images", str(i1), "--labels", str(l1),
+               "--out", str(tmp_path / "bad.safetensors"), "--blur", "20", *FAST])
+    err = capsys.readouterr().err
+    assert rc == 2 and "largest blur" in err and len(err.strip().splitlines()) == 1
 
 
 def test_train_with_a_seed_gives_the_same_weights_twice(tmp_path, capsys):

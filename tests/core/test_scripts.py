@@ -49,6 +49,13 @@ def test_recipe_variants_keep_their_cv_folder_names(train_bundled):
     assert V(cldice=1, seed=1).tag == "unet-resnet18-cldice1-seed1"
     assert V(intensity=2, blur=1.5, shading=0.3).tag == \
         "unet-resnet18-intensity2-blur1.5-shading0.3"
+    # the shipped bubble recipe adds appearance augmentation; its folds live under that tag
+    recipe_for = train_bundled.recipe_for
+    assert recipe_for("bubble").tag == "unet-resnet18-intensity2-blur1.5-shading0.3"
+    assert recipe_for("grain-boundary") == recipe_for("generic") == train_bundled.RECIPE
+    assert recipe_for("bubble", V(seed=1)).tag == \
+        "unet-resnet18-intensity2-blur1.5-shading0.3-seed1"
+    assert recipe_for("bubble", V(blur=1.0), given=True).tag == "unet-resnet18-blur1"
 
 
 def test_recipe_config_carries_every_variant_field(train_bundled):

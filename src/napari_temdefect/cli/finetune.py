@@ -54,6 +54,15 @@ def add_training_args(p, *, default_depth: str, default_steps_note: str) -> None
     p.add_argument("--invert", type=float, default=0.0, metavar="P",
                    help="probability of a contrast-inverted patch (default 0; 0.5 teaches both "
                         "sides of focus from images taken on one)")
+    p.add_argument("--intensity", type=float, default=1.0, metavar="S",
+                   help="strength of the gamma/contrast/brightness/noise jitter (default 1: "
+                        "mild; 2 doubles the ranges; at most 4)")
+    p.add_argument("--blur", type=float, default=0.0, metavar="S",
+                   help="largest Gaussian blur σ in px given to half the patches, for "
+                        "micrographs that differ in focus or resolution (default 0: off)")
+    p.add_argument("--shading", type=float, default=0.0, metavar="A",
+                   help="largest smooth background ramp added to a patch, as a fraction of its "
+                        "intensity span, for uneven illumination (default 0: off)")
     p.add_argument("--cldice", type=float, default=0.0, metavar="W",
                    help="weight of a soft clDice (topology) loss term for line networks "
                         "(default 0: BCE + Dice only)")
@@ -136,7 +145,8 @@ def make_config(args, **overrides):
         l2_sp=args.l2_sp, optimizer=args.optimizer, batch_size=args.batch_size,
         patch_size=args.patch_size, val_fraction=args.val_fraction,
         patience=args.patience or None, augment=not args.no_augment, seed=args.seed,
-        invert=args.invert, cldice_weight=args.cldice,
+        invert=args.invert, cldice_weight=args.cldice, intensity=args.intensity,
+        blur=args.blur, shading=args.shading,
         device=None if args.device == "auto" else args.device,
     )
     kwargs.update(overrides)
