@@ -129,7 +129,13 @@ def invert_image(image: np.ndarray) -> np.ndarray:
 
 def apply_normalization(block: np.ndarray, offset: float, scale: float) -> np.ndarray:
     """Normalise a block (tile or whole image) with image-wide stats; NaN/inf become 0."""
-    out = (np.asarray(block, dtype=np.float32) - np.float32(offset)) / np.float32(scale)
+    block = np.asarray(block)
+    if block.dtype == np.float64 and np.isfinite(block).any() and \
+            np.nanmax(np.abs(block[np.isfinite(block)])) > 1e38:
+        # beyond float32's range: normalise in float64 first, or every pixel would overflow
+        out = ((block - offset) / scale).astype(np.float32)
+    else:
+        out = (np.asarray(block, dtype=np.float32) - np.float32(offset)) / np.float32(scale)
     if not np.all(np.isfinite(out)):
         out = np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
     return out

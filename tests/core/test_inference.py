@@ -325,3 +325,11 @@ def test_inverting_an_image_with_missing_pixels_keeps_the_others(rng):
     np.testing.assert_allclose(out[1:], hi + lo - img[1:])
     counts = np.array([[0, 5], [250, 255]], np.uint8)
     np.testing.assert_array_equal(invert_image(counts), [[255, 250], [5, 0]])
+
+
+def test_float64_values_beyond_float32_are_normalised_not_zeroed(rng):
+    from napari_temdefect.preprocess import normalize_image
+
+    img = rng.random((32, 32))
+    big = normalize_image(img * 1e300)
+    np.testing.assert_allclose(big, normalize_image(img), atol=1e-5)
