@@ -18,7 +18,7 @@ import argparse
 
 import numpy as np
 
-from bundled_data import DEFAULT_SPEC, FOLDS, RUNS, load_set, set_threads
+from bundled_data import FOLDS, RUNS, load_set, set_threads
 
 CLASSES = ("bright", "dark", "faint")
 
@@ -40,11 +40,16 @@ def contrast_classes(image: np.ndarray, mask: np.ndarray):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--arch", default=DEFAULT_SPEC)
+    ap.add_argument("--arch", default=None,
+                    help="the CV folder (default: the bubble model's shipped recipe)")
     ap.add_argument("--inverted", action="store_true")
     ap.add_argument("--threshold", type=float, default=0.5)
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args(argv)
+    if args.arch is None:
+        from train_bundled import recipe_for
+
+        args.arch = recipe_for("bubble").tag
     set_threads(args.threads)
 
     from scipy import ndimage as ndi

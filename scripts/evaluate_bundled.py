@@ -36,6 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bundled_data import DEFAULT_SPEC, FOLDS, ROOT, RUNS, Clock, load_set, set_threads, write_json  # noqa: E402
+from train_bundled import recipe_for  # noqa: E402
 
 QUANT = {"grain-boundary": "grains", "bubble": "blobs"}
 BINS = 10
@@ -210,7 +211,10 @@ def evaluate_samples(names=("generic", "bubble", "grain-boundary")) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--only", nargs="+", choices=sorted(FOLDS), default=sorted(FOLDS))
-    ap.add_argument("--arch", default=DEFAULT_SPEC)
+    ap.add_argument("--arch", default=None,
+                    help="the CV folder (a train_bundled.py variant tag, e.g. unet-mobilenet_v2 "
+                         "or unet-resnet18-seed1); default: each model's shipped recipe "
+                         "(train_bundled.recipe_for), reported in evaluation.json")
     ap.add_argument("--folds", type=int, nargs="+", default=None)
     ap.add_argument("--tta", action="store_true", help="D4 test-time augmentation (8× slower)")
     ap.add_argument("--inverted", action="store_true",
@@ -230,27 +234,29 @@ def main(argv=None) -> int:
     from napari_temdefect.preprocess import invert_image
 
     flags = ("_tta" if args.tta else "") + ("_inverted" if args.inverted else "")
-    suffix = ("" if args.arch == DEFAULT_SPEC else f"_{args.arch}") + flags
+    suffix = ("" if args.arch in (None, DEFAULT_SPEC) else f"_{args.arch}") + flags
     out_path = Path(args.out) if args.out else RUNS / f"evaluation{suffix}.json"
-    report = {"arch": args.arch, "tta": args.tta, "inverted": args.inverted, "models": {}}
+    report = {"arch": args.arch or DEFAULT_SPEC, "tta": args.tta, "inverted": args.inverted,
+              "models": {}}
     if out_path.exists():  # a run with --only keeps the other model's results in the report
         kept = json.loads(out_path.read_text()).get("models", {})
         report["models"].update({k: v for k, v in kept.items() if k not in args.only})
     hists = {}
     for kind in args.only:
+        folder = args.arch or recipe_for(kind).tag
         data = {d["name"]: d for d in load_set(kind)}
         rows, hist = [], np.zeros((BINS, 3))
         for k, held in enumerate(FOLDS[kind]):
             if args.folds is not None and k not in args.folds:
                 continue
-            ckpt = RUNS / "cv" / args.arch / f"{kind}-fold{k}.safetensors"
+            ckpt = RUNS / "cv" / folder / f"{kind}-fold{k}.safetensors"
             if not ckpt.exists():
                 print(f"missing {ckpt}; run train_bundled.py --stage cv first", flush=True)
                 continue
             model = None
             for name in held:
                 # per-image results are cached against the checkpoint's mtime (re-runs are cheap)
-                cache = RUNS / "eval_cache" / f"{args.arch}{flags}" / f"{kind}-fold{k}-{name}.json"
+                cache = RUNS / "eval_cache" / f"{folder}{flags}" / f"{kind}-fold{k}-{name}.json"
                 stamp = ckpt.stat().st_mtime
                 cached = json.loads(cache.read_text()) if cache.exists() else {}
                 if cached.get("mtime") == stamp and "sweep" in cached.get("row", {}):
@@ -273,6 +279,7 @@ def main(argv=None) -> int:
         thr = choose_threshold(kind, rows)
         clean = [r for r in rows if r.get("fold") not in TUNING_FOLDS]
         report["models"][kind] = {
+            "cv_folder": folder,
             "summary": summarize(kind, rows), "threshold": thr,
             "tuning_folds": list(TUNING_FOLDS),
             "summary_at_threshold": summarize(kind, at_threshold(rows, thr)),
