@@ -17,6 +17,21 @@ import threading
 from pathlib import Path
 
 
+#: Float options of the augmentation and the loss: (flag, default, metavar, help).
+AUGMENT_AND_LOSS_OPTIONS = (
+    ("--invert", 0.0, "P", "probability of a contrast-inverted patch (default 0; 0.5 teaches "
+                           "both sides of focus from images taken on one)"),
+    ("--intensity", 1.0, "S", "strength of the gamma/contrast/brightness/noise jitter (default "
+                              "1: mild; 2 doubles the ranges; at most 4)"),
+    ("--blur", 0.0, "S", "largest Gaussian blur σ in px given to half the patches, for "
+                         "micrographs that differ in focus or resolution (default 0: off)"),
+    ("--shading", 0.0, "A", "largest smooth background ramp added to a patch, as a fraction of "
+                            "its intensity span, for uneven illumination (default 0: off)"),
+    ("--cldice", 0.0, "W", "weight of a soft clDice (topology) loss term for line networks "
+                           "(default 0: BCE + Dice only)"),
+)
+
+
 def add_training_args(p, *, default_depth: str, default_steps_note: str) -> None:
     """Arguments shared by `finetune` and `train`."""
     from ..constants import IGNORE_LABEL
@@ -51,21 +66,8 @@ def add_training_args(p, *, default_depth: str, default_steps_note: str) -> None
     p.add_argument("--patience", type=int, default=10, metavar="E",
                    help="stop after E evaluations without improvement (10; 0 = never)")
     p.add_argument("--no-augment", action="store_true", help="no flips/rotations or jitter")
-    p.add_argument("--invert", type=float, default=0.0, metavar="P",
-                   help="probability of a contrast-inverted patch (default 0; 0.5 teaches both "
-                        "sides of focus from images taken on one)")
-    p.add_argument("--intensity", type=float, default=1.0, metavar="S",
-                   help="strength of the gamma/contrast/brightness/noise jitter (default 1: "
-                        "mild; 2 doubles the ranges; at most 4)")
-    p.add_argument("--blur", type=float, default=0.0, metavar="S",
-                   help="largest Gaussian blur σ in px given to half the patches, for "
-                        "micrographs that differ in focus or resolution (default 0: off)")
-    p.add_argument("--shading", type=float, default=0.0, metavar="A",
-                   help="largest smooth background ramp added to a patch, as a fraction of its "
-                        "intensity span, for uneven illumination (default 0: off)")
-    p.add_argument("--cldice", type=float, default=0.0, metavar="W",
-                   help="weight of a soft clDice (topology) loss term for line networks "
-                        "(default 0: BCE + Dice only)")
+    for flag, default, metavar, text in AUGMENT_AND_LOSS_OPTIONS:
+        p.add_argument(flag, type=float, default=default, metavar=metavar, help=text)
     p.add_argument("--ignore-value", type=int, default=IGNORE_LABEL, metavar="V",
                    help=f"label value of pixels to leave out of the loss (default {IGNORE_LABEL}; "
                         "use e.g. 128 for 8-bit masks)")
