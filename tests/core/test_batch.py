@@ -277,6 +277,22 @@ def test_mixed_calibration_keeps_nm_and_px_columns_apart(tmp_path, tiny_model, t
     assert np.isnan(summary.loc["plain", "field_area_um2"])
 
 
+def test_an_image_far_from_the_models_magnification_gets_a_note(tmp_path, tiny_model, capsys):
+    tiny_model.spec.pixel_size_nm = 0.5  # as train() records from its training set
+    ckpt = tiny_model.save(tmp_path / "m.safetensors")
+    write_images(tmp_path / "near", 1, pixel_size_nm=0.6)
+    far = write_images(tmp_path / "far", 1, pixel_size_nm=2.0)
+    far[0].rename(tmp_path / "far" / "far.tif")
+    settings = BatchSettings(model=str(ckpt), kind="blobs", tile=128, overlap=16, device="cpu")
+    result = run_batch([tmp_path / "near", tmp_path / "far"], tmp_path / "out", settings,
+                       progress=False)
+    assert result.ok and len(result.done) == 2  # a note, not a failure
+    notes = [line for line in capsys.readouterr().err.splitlines() if "note" in line]
+    assert len(notes) == 1 and "far.tif" in notes[0] and "4.0× smaller" in notes[0]
+    log = (tmp_path / "out" / "batch.log").read_text(encoding="utf-8")
+    assert "note: the model learned" in log and log.count("note:") == 1
+
+
 # ----------------------------------------------------------------------------- montages
 
 def _disk_mask(shape, disks):

@@ -142,6 +142,7 @@ class ImageOutcome:
     seconds: float = 0.0
     worker: str | None = None        # process that did it (pid@host)
     model_loads: int = 0             # how many times that process has loaded the model
+    note: str | None = None          # e.g. the image is far from the model's magnification
 
 
 @dataclass
@@ -317,7 +318,7 @@ def process_image(path, name: str, model, settings: BatchSettings, out_dir,
         }
         write_text(folder / MARKER, json.dumps(marker, indent=1), overwrite=True)
         return ImageOutcome(name, str(path), "done", summary=summary, objects=objects,
-                            seconds=seconds)
+                            seconds=seconds, note=_scale_note(model, summary))
     except CancelledError:
         raise
     except TemDefectError as exc:
@@ -441,6 +442,17 @@ def concat_csvs(parts: Iterable[Path], dest: Path) -> int:
                 for row in csv.DictReader(_io.StringIO(text)):
                     writer.writerow([row.get(c, "") for c in columns])
     return len(parts)
+
+
+def _scale_note(model, summary) -> str | None:
+    """The magnification note (:func:`..inference.scale_mismatch`) for a finished image."""
+    from ..inference.scale import scale_mismatch
+
+    try:
+        px = float(summary["pixel_size_nm"].iloc[0])
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+        return None
+    return scale_mismatch(getattr(model.spec, "pixel_size_nm", None), px)
 
 
 def _log_line(log, status: str, name: str, detail: str) -> None:
@@ -579,7 +591,11 @@ def run_batch(inputs, out_dir, settings: BatchSettings, *, scheduler=None, recur
                     summary_live.append(outcome.summary)
                     objects_live.append(outcome.objects)
                     n = 0 if outcome.objects is None else len(outcome.objects)
-                    _log_line(log, "done", outcome.name, f"({outcome.seconds:.1f} s, {n} objects)")
+                    _log_line(log, "done", outcome.name, f"({outcome.seconds:.1f} s, {n} objects)"
+                              + (f"; note: {outcome.note}" if outcome.note else ""))
+                    if outcome.note:
+                        bar.write(f"temdefect: note: {outcome.path}: {outcome.note}",
+                                  file=sys.stderr)
                 else:
                     result.failed.append((outcome.name, outcome.path, outcome.error))
                     _log_line(log, "FAILED", outcome.name, f"{outcome.path}: {outcome.error}")
