@@ -557,3 +557,12 @@ def test_bad_inputs_give_one_clear_error_and_change_nothing(tiny_model, tset):
     with pytest.raises(TemDefectError, match="multiple of 32"):
         finetune(tiny_model, tset, TrainConfig(patch_size=50))
     assert same(weights(tiny_model), before) and tiny_model.history == []
+
+
+def test_changed_weights_no_longer_claim_the_parents_cross_validation(tiny_model, tset):
+    tiny_model.metadata["cv_metrics"] = {"at_0.5": {"pixel_f1": 0.9}}
+    result = finetune(tiny_model, tset, TrainConfig(steps=4, eval_every=2, **{
+        k: v for k, v in FAST.items() if k != "eval_every"}))
+    assert result.best_step > 0  # the weights did change
+    assert "cv_metrics" not in tiny_model.metadata
+    assert tiny_model.metadata["parent_cv_metrics"]["at_0.5"]["pixel_f1"] == 0.9

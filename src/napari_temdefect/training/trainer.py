@@ -539,6 +539,10 @@ def _loop(model, tset, config, progress, cancel, device, kind):
         "trainable_params": state.trainable,
         "evaluations": history,
     })
+    if result.best_step > 0 and "cv_metrics" in model.metadata:
+        # the cross-validation figures describe the weights before this round, not these (the
+        # history keeps the parent's name; Revert in the panel restores the metadata)
+        model.metadata["parent_cv_metrics"] = model.metadata.pop("cv_metrics")
     if progress is not None:
         progress({"event": "end", "step": step, "best_step": result.best_step,
                   "reason": reason, "seconds": result.seconds, "fraction": 1.0})
