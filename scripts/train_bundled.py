@@ -401,15 +401,14 @@ def main(argv=None) -> int:
                          f"(common recipe {SHADING:g}); CV folds go to cv/<arch>-shading<A> when "
                          "it differs")
     args = ap.parse_args(argv)
-    variant = Variant(arch=args.arch, seed=args.seed,
-                      scale=None if args.scale is None else tuple(args.scale),
-                      invert=args.invert, cldice=args.cldice, random_init=args.random_init,
-                      xinit=args.xinit, cont=args.cont, patch=args.patch, batch=args.batch,
-                      intensity=INTENSITY if args.intensity is None else args.intensity,
-                      blur=BLUR if args.blur is None else args.blur,
-                      shading=SHADING if args.shading is None else args.shading)
+    common = Variant(arch=args.arch, seed=args.seed,
+                     scale=None if args.scale is None else tuple(args.scale),
+                     invert=args.invert, cldice=args.cldice, random_init=args.random_init,
+                     xinit=args.xinit, cont=args.cont, patch=args.patch, batch=args.batch,
+                     intensity=INTENSITY if args.intensity is None else args.intensity,
+                     blur=BLUR if args.blur is None else args.blur,
+                     shading=SHADING if args.shading is None else args.shading)
     given = any(getattr(args, name) is not None for name in APPEARANCE)
-    common = variant
     set_threads(args.threads)
     for kind in args.only:
         variant = recipe_for(kind, common, given)

@@ -130,8 +130,7 @@ def invert_image(image: np.ndarray) -> np.ndarray:
 def apply_normalization(block: np.ndarray, offset: float, scale: float) -> np.ndarray:
     """Normalise a block (tile or whole image) with image-wide stats; NaN/inf become 0."""
     block = np.asarray(block)
-    if block.dtype == np.float64 and np.isfinite(block).any() and \
-            np.nanmax(np.abs(block[np.isfinite(block)])) > 1e38:
+    if block.dtype == np.float64 and np.nanmax(np.abs(block), initial=0.0) > 1e38:
         # beyond float32's range: normalise in float64 first, or every pixel would overflow
         out = ((block - offset) / scale).astype(np.float32)
     else:

@@ -449,10 +449,10 @@ def _scale_note(model, summary) -> str | None:
     from ..inference.scale import scale_mismatch
 
     try:
-        px = float(summary["pixel_size_nm"].iloc[0])
-    except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+        px = summary["pixel_size_nm"].iloc[0]  # NaN when uncalibrated: no note
+    except (KeyError, IndexError):
         return None
-    return scale_mismatch(getattr(model.spec, "pixel_size_nm", None), px)
+    return scale_mismatch(model.spec.pixel_size_nm, px)
 
 
 def _log_line(log, status: str, name: str, detail: str) -> None:

@@ -116,17 +116,15 @@ def read_checkpoint(path) -> tuple[ModelSpec, dict, dict]:
             )
         meta = {k: v for k, v in obj.items() if k != "state_dict"}
         state = obj["state_dict"]
+        odd = next((k for k, v in state.items() if not isinstance(v, torch.Tensor)), None)
+        if odd is not None:
+            raise TemDefectError(
+                f"{path.name} is not a valid checkpoint: its weight {odd!r} is not a tensor.")
     if not isinstance(meta.get("spec"), dict):
         raise TemDefectError(f"{path.name} has no model spec in its metadata.")
     try:
         spec = ModelSpec.from_dict(meta["spec"])
     except (TypeError, ValueError) as exc:
         raise TemDefectError(f"{path.name} has an invalid model spec ({exc}).") from None
-    import torch
-
-    odd = next((k for k, v in state.items() if not isinstance(v, torch.Tensor)), None)
-    if odd is not None:
-        raise TemDefectError(
-            f"{path.name} is not a valid checkpoint: its weight {odd!r} is not a tensor.")
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
     return spec, state, meta

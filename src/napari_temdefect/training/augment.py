@@ -65,8 +65,8 @@ def blur_and_shade(image, rng: np.random.Generator, blur: float = 0.0, shading: 
     * ``blur``: half the patches are smoothed with a Gaussian of σ drawn from 0..``blur`` px
       (a softer focus, a lower resolution);
     * ``shading``: every patch gets a smooth background ramp, a random plane plus a random
-      quadratic surface (a bowl, a dome or a saddle), whose peak-to-peak height is drawn from 0..``shading`` of the patch's
-      1–99 % intensity span (uneven illumination, a thickness gradient across the foil).
+      quadratic surface (a bowl, a dome or a saddle), whose peak-to-peak height is drawn from
+      0..``shading`` of the patch's 1–99 % intensity span (uneven illumination, a thickness gradient across the foil).
 
     Both 0 (the default) returns the image unchanged without drawing from ``rng``, so recipes
     that do not use them stay reproducible."""
@@ -115,7 +115,6 @@ def augment_patch(image, arrays, rng: np.random.Generator, intensity: float = 1.
     arrays = [d4(a, k) for a in arrays]
     if invert > 0 and rng.random() < invert:  # no draw when off: old recipes stay reproducible
         image = invert_contrast(image, normalization)
-    if blur > 0 or shading > 0:
-        image = blur_and_shade(image, rng, blur=blur, shading=shading)
+    image = blur_and_shade(image, rng, blur=blur, shading=shading)
     image = jitter_intensity(image, rng, intensity)
     return image, arrays, k

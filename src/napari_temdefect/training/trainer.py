@@ -110,7 +110,8 @@ class TrainConfig:
             raise TemDefectError(f"minutes must be positive (got {self.minutes}).")
         if not (float(self.lr) > 0 and math.isfinite(float(self.lr))):
             raise TemDefectError(f"The learning rate must be a positive number (got {self.lr}).")
-        for name in ("l2", "weight_decay", "dice_weight", "edited_weight"):
+        for name in ("l2", "weight_decay", "dice_weight", "edited_weight", "intensity", "blur",
+                     "shading"):
             value = float(getattr(self, name))
             if not (value >= 0 and math.isfinite(value)):
                 raise TemDefectError(
@@ -138,11 +139,6 @@ class TrainConfig:
                 f"cldice_weight must be zero or positive (got {self.cldice_weight}).")
         if not 0.0 <= float(self.invert) <= 1.0:
             raise TemDefectError(f"invert is a probability between 0 and 1 (got {self.invert}).")
-        for name in ("intensity", "blur", "shading"):
-            value = float(getattr(self, name))
-            if not (value >= 0 and math.isfinite(value)):
-                raise TemDefectError(
-                    f"{name} must be zero or a positive number (got {getattr(self, name)}).")
         if float(self.blur) > 8:
             raise TemDefectError(
                 f"blur is the largest blur σ in pixels; {self.blur} would wipe out the "

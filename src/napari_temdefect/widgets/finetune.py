@@ -307,7 +307,7 @@ class FinetuneWidget(QWidget):
         """Start fine-tuning in a worker thread; returns the worker (None on bad input)."""
         from napari.qt.threading import thread_worker
 
-        from ..training import TrainingSet, finetune
+        from ..training import finetune
         from ..training.trainer import check_training_inputs
 
         if self.worker is not None:
@@ -330,7 +330,6 @@ class FinetuneWidget(QWidget):
             show_error(exc)
             return None
 
-        ts = TrainingSet(list(ts))  # this round's images, whatever is added meanwhile
         self._first_round = not self._is_tuned(model)
         if self._first_round:
             self.session.weights_before_finetune = model.copy_weights()
@@ -390,7 +389,7 @@ class FinetuneWidget(QWidget):
 
     def _on_error(self, exc):
         self.session.training = False
-        if getattr(self, "_first_round", False) and self._before is not None:
+        if self._first_round and self._before is not None:
             # the weights are restored by finetune(); undo the "fine-tuned" bookkeeping too
             model, _, parent = self._before[:3]
             model.parent = parent
