@@ -339,3 +339,6 @@ def test_an_image_far_from_the_models_scale_gets_a_warning(qtbot, make_napari_vi
     _run(qtbot, widget, viewer.layers["far"])
     assert len(notes) == 1 and "'far'" in notes[0] and "4.0× smaller" in notes[0]
     assert "far defects" in viewer.layers  # a warning; the prediction is still shown
+    assert "4.0× smaller" in widget.status.text()  # the toast fades; the status line keeps it
+    _run(qtbot, widget, viewer.layers["near"])
+    assert "Magnification" not in widget.status.text()

@@ -400,7 +400,9 @@ class InferenceWidget(QWidget):
         n = int(labels.max())
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(1)
-        self.status.setText(f"{result.summary()}. {n} defect object(s) in {layer.name!r}.")
+        text = f"{result.summary()}. {n} defect object(s) in {layer.name!r}."
         mismatch = scale_mismatch(model.spec.pixel_size_nm, layer_pixel_size(image_layer))
-        if mismatch:
+        if mismatch:  # a toast fades; the panel's status line keeps saying it
             show_warning(f"{name!r}: {mismatch}.")
+            text += f" Magnification: {mismatch[0].upper()}{mismatch[1:]}."
+        self.status.setText(text)
