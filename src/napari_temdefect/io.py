@@ -287,9 +287,10 @@ def _read_tiff(path: Path):
         page = tif.pages[0]
         original: dict[str, Any] = {"axes": axes}
         scale = unit = None
+        y_scale = None
         if tif.is_ome and tif.ome_metadata:
             original["ome"] = tif.ome_metadata[:20000]
-            scale, unit = _ome_pixel_size(tif.ome_metadata)
+            scale, unit, y_scale = _ome_pixel_size(tif.ome_metadata)
         if scale is None and tif.is_imagej and tif.imagej_metadata is not None:
             ij = {k: v for k, v in tif.imagej_metadata.items() if _is_plain(v)}
             original["imagej"] = ij
@@ -297,6 +298,8 @@ def _read_tiff(path: Path):
             xres = _tag_ratio(page, "XResolution")
             if ij_unit and xres:
                 scale, unit = 1.0 / xres, str(ij_unit)
+                yres = _tag_ratio(page, "YResolution")
+                y_scale = 1.0 / yres if yres else None
         if scale is None and getattr(tif, "is_fei", False) and tif.fei_metadata:
             fei = tif.fei_metadata
             original["fei"] = {k: v for k, v in fei.items() if isinstance(v, dict)}
@@ -313,6 +316,10 @@ def _read_tiff(path: Path):
                 original["resolution"] = {"x_per_unit": xres, "resolution_unit": res_unit}
                 if res_unit in (2, 3):
                     scale, unit = 1.0 / xres, {2: "inch", 3: "cm"}[res_unit]
+                    yres = _tag_ratio(page, "YResolution")
+                    y_scale = 1.0 / yres if yres else None
+        if scale and y_scale and not math.isclose(float(scale), float(y_scale), rel_tol=0.01):
+            meta["notes"].append(_non_square_note(scale, y_scale, unit))
         if "S" in axes and not axes.endswith("S") and data.ndim == len(axes):
             # planar RGB (PlanarConfiguration "separate": axes SYX): samples last, as a
             # contiguous RGB image, so it is read as one colour micrograph, not 3 frames
@@ -425,7 +432,7 @@ def _read_rsciio(path: Path):
         scale, unit = axes[-1].get("scale"), axes[-1].get("units")
         y_scale = axes[-2].get("scale")
         if scale and y_scale and not math.isclose(float(scale), float(y_scale), rel_tol=0.01):
-            notes.append(f"pixels are not square (x {scale}, y {y_scale} {unit}); used x")
+            notes.append(_non_square_note(scale, y_scale, unit))
     meta: dict[str, Any] = {
         "notes": notes,
         "axes": [{k: _plain(v) for k, v in a.items()} for a in axes],
@@ -521,9 +528,30 @@ def _ome_pixel_size(xml: str):
         if el.tag.split("}")[-1] == "Pixels":
             size = el.get("PhysicalSizeX")
             if size is None:
-                return None, None
-            return float(size), el.get("PhysicalSizeXUnit", "µm")
-    return None, None
+                return None, None, None
+            y_size = el.get("PhysicalSizeY")
+            y_unit = el.get("PhysicalSizeYUnit", "µm")
+            unit = el.get("PhysicalSizeXUnit", "µm")
+            try:
+                y = float(y_size) * unit_to_nm(y_unit) / unit_to_nm(unit) if y_size else None
+            except (TypeError, ValueError, ZeroDivisionError):
+                y = None
+            return float(size), unit, y
+    return None, None, None
+
+
+def _non_square_note(x, y, unit) -> str:
+    return (f"pixels are not square (x {float(x):.6g}, y {float(y):.6g} {unit}); the x size is "
+            "used for both, so areas, densities and y lengths are off by their ratio; resample "
+            "the image to square pixels before measuring")
+
+
+def non_square_note(micrograph: "Micrograph") -> str | None:
+    """The reader's note that the file's pixels are not square, or None."""
+    for note in micrograph.metadata.get("notes", []) or []:
+        if str(note).startswith("pixels are not square"):
+            return str(note)
+    return None
 
 
 def _is_plain(value) -> bool:

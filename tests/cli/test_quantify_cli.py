@@ -107,6 +107,60 @@ def test_class_option_picks_one_class_of_a_multiclass_output(tmp_path, capsys):
     assert not (tmp_path / "x.csv").exists()
 
 
+def test_a_class_mask_needs_class_and_a_stack_page_follows_predicts_rule(tmp_path, capsys):
+    from napari_temdefect.io import model_tags
+
+    one, two = disks() > 0, disks(spec=((100, 100, 20), (20, 100, 10))) > 0
+    classes = model_tags("m", ["bubble", "loop"])
+    write_tiff(tmp_path / "c_mask.tif", np.where(two, 2, np.where(one, 1, 0)).astype(np.uint8),
+               pixel_size_nm=1.0, tags=classes)
+    assert main(["quantify", str(tmp_path / "c_mask.tif"), "--out",
+                 str(tmp_path / "c.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "class mask of 2 classes (bubble, loop)" in err and "--class K" in err
+    assert err.count("\n") == 1 and not (tmp_path / "c.csv").exists()
+    # where both classes are probable, the pixel is the more probable one's, as in predict
+    p1 = np.where(one, 0.9, 0.0)
+    p1[two] = 0.7  # class 2 (0.9 there) wins: not a class-1 pixel
+    prob = np.stack([p1, np.where(two, 0.9, 0.0)]).astype(np.float32)
+    write_tiff(tmp_path / "d_probability.tif", prob, pixel_size_nm=1.0, tags=classes)
+    for k, n in ((1, 3), (2, 2)):
+        out = tmp_path / f"d{k}.csv"
+        assert main(["quantify", str(tmp_path / "d_probability.tif"), "--class", str(k),
+                     "--out", str(out), "-q"]) == 0
+        assert len(pd.read_csv(out)) == n
+    assert pd.read_csv(tmp_path / "d1.csv")["area_nm2"].sum() == one.sum()
+
+
+def test_same_file_names_in_two_folders_get_distinct_rows(tmp_path):
+    for folder, spec in (("a", ((30, 30, 16),)), ("b", ((30, 30, 16), (90, 90, 20)))):
+        (tmp_path / folder).mkdir()
+        write_tiff(tmp_path / folder / "img_mask.tif", disks(spec=spec), pixel_size_nm=1.0)
+    out = tmp_path / "o.csv"
+    assert main(["quantify", str(tmp_path / "a" / "img_mask.tif"),
+                 str(tmp_path / "b" / "img_mask.tif"), "-k", "blobs", "--out", str(out),
+                 "-q"]) == 0
+    summary = pd.read_csv(tmp_path / "o_summary.csv")
+    assert list(summary["image"]) == ["a__img", "b__img"] and list(summary["count"]) == [1, 2]
+
+
+def test_colour_masks_and_non_square_pixels_are_named(tmp_path, capsys):
+    import tifffile
+
+    red = np.zeros((128, 128, 3), np.uint8)
+    red[..., 0] = disks()
+    iio.imwrite(tmp_path / "red.png", red)
+    assert main(["quantify", str(tmp_path / "red.png"), "-k", "blobs",
+                 "--out", str(tmp_path / "r.csv")]) == 2
+    assert "is a colour image, not a mask" in capsys.readouterr().err
+    tifffile.imwrite(tmp_path / "aniso.tif", disks(), imagej=True,
+                     resolution=(1 / 0.5, 1 / 1.0), metadata={"unit": "nm"})
+    assert main(["quantify", str(tmp_path / "aniso.tif"), "-k", "blobs",
+                 "--out", str(tmp_path / "a.csv"), "-q"]) == 0
+    err = capsys.readouterr().err
+    assert "pixels are not square (x 0.5, y 1 nm)" in err and "resample" in err
+
+
 def test_evaluate_prints_table_and_writes_csv_and_overlay(tmp_path, capsys):
     truth = disks()
     pred = disks(spec=((30, 30, 16), (40, 90, 24)))  # misses one disk

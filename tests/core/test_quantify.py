@@ -477,6 +477,61 @@ def test_ignored_region_separates_grains_and_makes_its_neighbours_border_grains(
     assert s["ignored_fraction"] == pytest.approx(32 * 32 / 256 ** 2)
 
 
+def test_grains_cut_by_an_ignored_grain_do_not_depend_on_fill_boundaries():
+    """An ignore brush over one grain's interior, inside its drawn boundary: the 4 grains that
+    share an edge with it are cut by it either way (measuring interiors only used to miss
+    them: their interiors stop at the boundary, a few px short of the ignored region)."""
+    b = grid_boundaries()
+    exclude = np.zeros(b.shape, bool)
+    exclude[97:127, 97:127] = True  # the interior of one grain, boundaries left drawn
+    counts = [quantify(b, "grains", PX, exclude=exclude, fill_boundaries=fill).summary.iloc[0]
+              for fill in (True, False)]
+    assert [c["grain_count"] for c in counts] == [36 - 1 - 4] * 2
+    assert [c["grain_count_including_border"] for c in counts] == [63, 63]
+
+
+def test_split_touching_keeps_given_labels_apart_and_splits_inside_one():
+    yy, xx = np.mgrid[:60, :80]
+    lab = np.zeros((60, 80), np.int32)
+    lab[5:15, 5:15], lab[5:15, 15:25] = 1, 2  # two touching labels, as painted
+    # label 5: two overlapping disks painted with one id
+    lab[((yy - 40) ** 2 + (xx - 20) ** 2 < 64) | ((yy - 40) ** 2 + (xx - 32) ** 2 < 64)] = 5
+    plain = quantify(lab, "blobs", 1.0).objects
+    split = quantify(lab, "blobs", 1.0, split_touching=True).objects
+    assert sorted(plain["label"]) == [1, 2, 5]
+    assert set(split["label"]) >= {1, 2, 5} and len(split) == 4
+    areas = dict(zip(split["label"], split["area_nm2"]))
+    assert areas[1] == areas[2] == 100  # kept as given, not merged and re-cut
+    assert areas[5] + sum(a for k, a in areas.items() if k > 5) == \
+        plain.set_index("label").loc[5, "area_nm2"]
+
+
+def test_label_ids_beyond_32_bits_are_renumbered_with_a_note():
+    big = np.zeros((20, 20), np.int64)
+    big[2:6, 2:6] = 2 ** 33 + 1  # would wrap to 1 in int32 and merge with object 1
+    big[10:15, 10:15] = 1
+    r = quantify(big, "blobs", 1.0)
+    assert sorted(r.objects["area_nm2"]) == [16, 25]
+    assert r.notes and "renumbered" in r.notes[0]
+    small = quantify(np.where(big > 1, 7, big), "blobs", 1.0)
+    assert sorted(small.objects["label"]) == [1, 7] and not small.notes  # ids kept as given
+
+
+def test_the_ignore_value_is_never_an_object_id():
+    """analyze writes the labels it numbers; with 65535 or more objects, id 65535 read back
+    would be taken for the ignore brush and the object dropped."""
+    from napari_temdefect.constants import IGNORE_LABEL
+
+    m = np.zeros((1040, 1040), np.uint8)
+    m[::4, ::4] = 1  # 67600 one-pixel blobs
+    r = quantify(m, "blobs", None, min_size_px=0)
+    assert len(r.objects) == 260 * 260
+    assert not (r.labels == IGNORE_LABEL).any() and IGNORE_LABEL not in set(r.objects["label"])
+    again = quantify(r.labels.astype(np.uint32), "blobs", None, min_size_px=0)
+    assert len(again.objects) == len(r.objects)
+    assert again.summary.iloc[0]["ignored_fraction"] == 0
+
+
 def test_a_lines_label_image_is_a_mask_whatever_its_ids():
     """Lines are measured from the mask; a label image that reuses two ids over 24 lines is
     not refused as "not instance labels"."""

@@ -285,3 +285,36 @@ def test_blobs_painted_with_one_label_are_measured_and_explained(make_napari_vie
     assert len(widget.result.objects) == 5  # the 4 disks and label 9, as painted
     assert "label 9: 3 pieces" in widget.status.text()
     assert widget.result_layer.name == "img defects"  # features on the layer itself
+
+
+def test_a_labels_layer_records_its_probability_maps_threshold(make_napari_viewer, qtbot):
+    """Labels cut from a map at 0.3: the summary says 0.3, not the disabled box's 0.5."""
+    viewer = make_napari_viewer()
+    prob = np.zeros((64, 64), np.float32)
+    prob[10:20, 10:20] = 0.9
+    viewer.add_image(prob, name="a probability", metadata={"temdefect": {"threshold": 0.3}})
+    viewer.add_labels((prob > 0.3).astype(np.uint8), name="a defects")
+    viewer.add_image(prob, name="b probability")  # nothing recorded
+    viewer.add_labels((prob > 0.3).astype(np.uint8), name="b defects")
+    widget = QuantifyWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.kind_combo.setCurrentText("blobs")
+    widget.threshold.setValue(0.5)
+    for name, expected in (("a defects", 0.3), ("b defects", 0.5)):
+        widget.layer_combo.setCurrentText(name)
+        run(widget, qtbot)
+        assert widget.result.summary.iloc[0]["threshold"] == pytest.approx(expected)
+
+
+def test_non_square_pixels_are_named_in_the_status(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    viewer.add_labels(disk_labels(), name="img defects", scale=(1.0, 0.5))
+    viewer.add_labels(disk_labels(), name="sq defects", scale=(0.5, 0.5))
+    widget = QuantifyWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.layer_combo.setCurrentText("img defects")
+    run(widget, qtbot)
+    assert "pixels are not square (x 0.5, y 1)" in widget.status.text()
+    widget.layer_combo.setCurrentText("sq defects")
+    run(widget, qtbot)
+    assert "not square" not in widget.status.text()

@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from .quantify import (
-    add_measure_arguments, check_consistent_calibration, image_name, measure_kwargs, read_input,
-    read_input_with_file, recorded_kind,
+    add_measure_arguments, check_consistent_calibration, measure_kwargs, read_input,
+    read_input_with_file, recorded_kind, unique_names,
 )
 
 
@@ -41,24 +41,6 @@ def add_parser(sub):
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.set_defaults(func=run)
     return p
-
-
-def unique_names(paths) -> list[str]:
-    """The image name of each prediction (``x_mask.tif`` → ``x``), with its folder added where
-    two share one (``e1/x_mask.tif``, ``e2/x_mask.tif`` → ``e1__x``, ``e2__x``: two models on
-    one image), then a counter, so rows and overlay files never collide."""
-    from collections import Counter
-
-    names = [image_name(p) for p in paths]
-    counts = Counter(names)
-    names = [f"{p.parent.name}__{n}" if counts[n] > 1 and p.parent.name else n
-             for p, n in zip(paths, names)]
-    seen: dict[str, int] = {}
-    out = []
-    for n in names:
-        seen[n] = seen.get(n, 0) + 1
-        out.append(n if seen[n] == 1 else f"{n}-{seen[n]}")
-    return out
 
 
 SHOWN = ["pixel_f1", "boundary_f1", "object_f1", "count_pred", "count_truth", "size_ks"]

@@ -84,9 +84,29 @@ def image_name(path: Path) -> str:
     return stem
 
 
-def select_class(data, class_index: int | None, name: str):
-    """The 2D map of one class: page K of a (C, H, W) probability stack, or ``data == K`` of
-    a class mask; ``data`` itself when no class is asked for and it is 2D."""
+def unique_names(paths) -> list[str]:
+    """The image name of each prediction (``x_mask.tif`` → ``x``), with its folder added where
+    two share one (``e1/x_mask.tif``, ``e2/x_mask.tif`` → ``e1__x``, ``e2__x``: two models on
+    one image), then a counter, so rows and overlay files never collide."""
+    from collections import Counter
+
+    names = [image_name(p) for p in paths]
+    counts = Counter(names)
+    names = [f"{p.parent.name}__{n}" if counts[n] > 1 and p.parent.name else n
+             for p, n in zip(paths, names)]
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+        out.append(n if seen[n] == 1 else f"{n}-{seen[n]}")
+    return out
+
+
+def select_class(data, class_index: int | None, name: str, classes=None):
+    """The 2D map of one class: page K of a (C, H, W) probability stack (zero where another
+    class is more probable), or ``data == K`` of a class mask; ``data`` itself when no class
+    is asked for and it is 2D. ``classes``: the model classes the file records; a class mask
+    of several needs ``class_index``."""
     import numpy as np
 
     from ..errors import TemDefectError
@@ -102,8 +122,18 @@ def select_class(data, class_index: int | None, name: str):
         if class_index > data.shape[0]:
             raise TemDefectError(f"{name} has {data.shape[0]} class pages; --class "
                                  f"{class_index} is out of range (1..{data.shape[0]}).")
-        return data[class_index - 1]
+        page = np.asarray(data[class_index - 1])
+        if data.shape[0] > 1 and np.issubdtype(page.dtype, np.floating):
+            # predict's rule: a pixel belongs to the class with the highest probability, so
+            # no pixel is counted in two classes and the mask is the one analyze measures
+            page = np.where(np.argmax(data, axis=0) == class_index - 1, page, 0)
+        return page
     if class_index is None:
+        if len(classes or []) > 1 and np.issubdtype(data.dtype, np.integer):
+            raise TemDefectError(
+                f"{name} is a class mask of {len(classes)} classes ({', '.join(classes)}); "
+                f"its values are class numbers, not objects, so pick one with --class K "
+                f"(1..{len(classes)}).")
         return data
     if np.issubdtype(data.dtype, np.floating) and data.max(initial=0) <= 1.0:
         raise TemDefectError(
@@ -140,13 +170,19 @@ def read_input_with_file(path: Path, pixel_size_nm: float | None,
                          class_index: int | None = None):
     """:func:`read_input` and the Micrograph it was read from (for its recorded tags)."""
     from ..errors import TemDefectError
-    from ..io import map_threshold, read_image
+    from ..io import map_classes, map_threshold, read_image
 
     micrograph = read_image(path)
+    if any(str(n).startswith("colour image converted") for n in
+           micrograph.metadata.get("notes", []) or []):
+        raise TemDefectError(
+            f"{path.name} is a colour image, not a mask; save the annotation as a greyscale "
+            "0/255 mask or a label image (one grey value per object), or give the "
+            "probability map that `temdefect predict` wrote.")
     if micrograph.data.ndim > 3:
         raise TemDefectError(f"{path.name} has shape {micrograph.data.shape}; quantify one 2D "
                              "mask or probability map per file.")
-    data = select_class(micrograph.data, class_index, path.name)
+    data = select_class(micrograph.data, class_index, path.name, map_classes(micrograph))
     px = pixel_size_nm if pixel_size_nm is not None else micrograph.pixel_size_nm
     confidence = None
     if path.stem.endswith(_PREDICT_SUFFIXES[:2]):
@@ -173,6 +209,7 @@ def run(args) -> int:
 
     from ..errors import TemDefectError
     from ..files import check_writable
+    from ..io import non_square_note
     from ..quantify import quantify, write_csv
 
     out = Path(args.out)
@@ -188,9 +225,12 @@ def run(args) -> int:
             raise TemDefectError(f"{path} does not exist; check the path and file name.")
 
     results, seen, kinds = [], [], set()
-    for path in inputs:
+    for path, name in zip(inputs, unique_names(inputs)):
         data, px, confidence, recorded, micrograph = read_input_with_file(path, args.pixel_size,
                                                                  args.class_index)
+        if non_square_note(micrograph):
+            print(f"temdefect: note: {path.name}: {non_square_note(micrograph)}.",
+                  file=sys.stderr)
         seen.append((path.name, px))
         check_consistent_calibration(seen)
         kind = args.kind or recorded_kind(micrograph, args.class_index, path.name)
@@ -199,7 +239,7 @@ def run(args) -> int:
             raise TemDefectError(f"{path.name} records a {kind} model but an earlier input "
                                  "another kind; pass --kind, or quantify them separately.")
         results.append(quantify(data, kind, px, confidence=confidence,
-                                image_name=image_name(path), **measure_kwargs(args, recorded)))
+                                image_name=name, **measure_kwargs(args, recorded)))
     objects = pd.concat([r.objects for r in results], ignore_index=True)
     summary = pd.concat([r.summary for r in results], ignore_index=True)
     write_csv(objects, out, overwrite=args.overwrite)

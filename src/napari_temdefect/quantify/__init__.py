@@ -131,6 +131,29 @@ def _scattered_labels_note(lab: np.ndarray) -> list[str]:
             "own label (napari: press M for a new label before painting the next one)."]
 
 
+#: Largest label id measured as given; larger ids are renumbered 1..N (32-bit tables).
+MAX_ID = 2 ** 31 - 2
+
+
+def _fit_ids(instances: np.ndarray):
+    """(labels that fit int32, the largest original id if they had to be renumbered else 0)."""
+    top = int(instances.max(initial=0))
+    if top <= MAX_ID:
+        return instances, 0
+    return _renumber(instances), top
+
+
+def _renumber(instances: np.ndarray) -> np.ndarray:
+    """Renumber any integer labels 1..N in raster order of first appearance (int32)."""
+    flat = np.asarray(instances).ravel()
+    ids, first, inverse = np.unique(flat, return_index=True, return_inverse=True)
+    order = np.argsort(np.where(ids > 0, first, -1), kind="stable")  # background first
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    new = rank if ids[0] == 0 else rank + 1
+    return new[inverse].reshape(np.shape(instances)).astype(np.int32)
+
+
 def _union(a, b):
     return b if a is None else a | b
 
@@ -236,17 +259,19 @@ def quantify(mask_or_probability, kind: str, pixel_size_nm: float | None = None,
         prob = _same_shape(probability, shape, "probability map").astype(np.float32)
     conf = _same_shape(confidence, shape, "confidence map")
 
+    if instances is not None:
+        instances, renumbered = _fit_ids(instances)
     extra: dict = {}
     columns: dict = {}
+    cut_reference = None
     foreground = int(np.count_nonzero(mask))
     length = None
     touches = None
     if kind == "blobs":
         if instances is not None:
             lab = blobs.remove_small(np.asarray(instances, np.int32).copy(), min_size)
-            if split_touching:
-                lab = blobs.relabel(blobs.split_touching_blobs(lab > 0, split_h_px))
-                lab = blobs.remove_small(lab, min_size)
+            if split_touching:  # within each given label: touching labels stay as given
+                lab = blobs.remove_small(blobs.split_each_label(lab, split_h_px), min_size)
         else:
             lab = blobs.label_blobs(mask, min_size, split_touching, split_h_px)
         foreground = int(np.count_nonzero(lab))
@@ -265,16 +290,28 @@ def quantify(mask_or_probability, kind: str, pixel_size_nm: float | None = None,
         else:
             lab, interiors, closed, touches, solidity = grains.label_grains(
                 mask, min_size, gap, fill_boundaries)
+            # cut by an ignored region: decided on the filled grains, as at the image edge,
+            # so that it does not depend on fill_boundaries
+            cut_reference = lab if fill_boundaries else grains.fill_grains(interiors)
             extra["boundary"] = closed
             extra["interiors"] = interiors
         convex = solidity >= grains.CONVEX_SOLIDITY
         columns = {"solidity": solidity, "convex": convex}
         if excluded is not None:
             lab = np.where(excluded, 0, lab)
+            if cut_reference is not None:
+                cut_reference = np.where(excluded, 0, cut_reference)
             extra["boundary"] = extra["boundary"] & ~excluded
             mask = mask & ~excluded
         foreground = int(np.count_nonzero(extra["boundary"]))
     lab = np.asarray(lab, np.int32)
+    if instances is None and lab.max(initial=0) >= IGNORE_LABEL:
+        # ids the project numbers itself skip the ignore value, so a labels file written
+        # from them (analyze's <name>_labels.tif) never reads back with an object ignored
+        lab = np.where(lab >= IGNORE_LABEL, lab + 1, lab)
+        if cut_reference is not None:
+            cut_reference = np.where(cut_reference >= IGNORE_LABEL, cut_reference + 1,
+                                     cut_reference)
     extra["mask"] = mask
     if excluded is not None:
         extra["excluded"] = excluded
@@ -285,7 +322,8 @@ def quantify(mask_or_probability, kind: str, pixel_size_nm: float | None = None,
         objects["touches_border"] = touches[objects["label"].to_numpy()]
     if excluded is not None and len(objects):
         near = ndi.binary_dilation(excluded, structure=np.ones((3, 3), bool))
-        cut = np.unique(lab[near & (lab > 0)])
+        ref = lab if cut_reference is None else cut_reference
+        cut = np.unique(ref[near & (ref > 0)])
         objects["touches_border"] = objects["touches_border"].to_numpy(bool) | \
             np.isin(objects["label"].to_numpy(), cut)
     grain_convex = objects["convex"].to_numpy(bool) if kind == "grains" else None
@@ -295,6 +333,9 @@ def quantify(mask_or_probability, kind: str, pixel_size_nm: float | None = None,
                         grain_convex=grain_convex,
                         excluded_px=0 if excluded is None else int(np.count_nonzero(excluded)))
     notes = []
+    if instances is not None and renumbered:
+        notes.append(f"the label ids (up to {renumbered}) do not fit 32 bits, so they were "
+                     "renumbered 1..N in raster order")
     if kind == "blobs" and instances is not None:
         notes += _scattered_labels_note(lab)
     fraction = float(summary["area_fraction"].iloc[0])

@@ -91,3 +91,22 @@ def split_touching_blobs(mask: np.ndarray, h_px: float = 2.0) -> np.ndarray:
         region[own] = np.where(ws[own] == 1, i, ws[own] - 2 + next_id)
         next_id += k - 1
     return out
+
+
+def split_each_label(labels: np.ndarray, h_px: float = 2.0) -> np.ndarray:
+    """:func:`split_touching_blobs` inside each given label: labels that touch stay apart (as
+    given), and a label that covers two touching blobs becomes two. Piece 1 keeps the label's
+    id; the others get new ids above the largest one."""
+    out = np.asarray(labels).copy()
+    next_id = int(out.max(initial=0)) + 1
+    for i, sl in enumerate(ndi.find_objects(labels), start=1):
+        if sl is None:
+            continue
+        own = labels[sl] == i
+        pieces = split_touching_blobs(own, h_px)
+        k = int(pieces.max(initial=0))
+        if k > 1:
+            region = out[sl]
+            region[own] = np.where(pieces[own] == 1, i, pieces[own] - 2 + next_id)
+            next_id += k - 1
+    return out

@@ -65,12 +65,7 @@ def label_grains(boundary: np.ndarray, min_size_px: int = 0, gap_px: int = DEFAU
     interiors = relabel(remove_small(interiors, min_size_px))
     n = int(interiors.max()) + 1
     solidity = _solidity(interiors, n)
-    if n > 1 and (interiors == 0).any():
-        idx = ndi.distance_transform_edt(interiors == 0, return_distances=False,
-                                         return_indices=True)
-        filled = interiors[tuple(idx)]
-    else:
-        filled = interiors
+    filled = fill_grains(interiors)
     # decided on the filled grains: annotations often draw the image frame as a boundary,
     # which would otherwise make every grain look enclosed
     touches = np.zeros(n, bool)
@@ -79,6 +74,15 @@ def label_grains(boundary: np.ndarray, min_size_px: int = 0, gap_px: int = DEFAU
     touches[0] = False
     labels = filled if fill_boundaries else interiors.copy()
     return labels.astype(np.int32), interiors, interiors == 0, touches, solidity
+
+
+def fill_grains(interiors: np.ndarray) -> np.ndarray:
+    """Every pixel between the grains (boundaries) given to its nearest grain."""
+    if interiors.any() and (interiors == 0).any():
+        idx = ndi.distance_transform_edt(interiors == 0, return_distances=False,
+                                         return_indices=True)
+        return interiors[tuple(idx)]
+    return interiors
 
 
 def _solidity(labels: np.ndarray, n: int) -> np.ndarray:

@@ -44,6 +44,17 @@ def layer_pixel_size(layer) -> float | None:
     return float(f"{(scale * unit).to('nm').magnitude:.12g}")  # 2e-3 µm → 2.0, not 1.999…
 
 
+def non_square_note(layer) -> str | None:
+    """A sentence when the layer's pixels are not square: measurements use the x size."""
+    import math
+
+    sy, sx = (float(v) for v in layer.scale[-2:])
+    if math.isclose(sy, sx, rel_tol=0.01):
+        return None
+    return (f"Its pixels are not square (x {sx:g}, y {sy:g}): the x size is used for both, so "
+            "areas and densities are off by their ratio; resample to square pixels first.")
+
+
 def _length_unit(layer):
     """The pint unit of the layer's last axis when it is a length (µm, nm, Å), else None."""
     units = getattr(layer, "units", None)

@@ -37,7 +37,8 @@ from qtpy.QtWidgets import (
 from ..constants import KINDS, as_threshold, kind_for_class
 from ..errors import TemDefectError
 from ._common import (
-    follow_layer_list, geometry, layer_event_choice, layer_kind, layer_pixel_size, set_layer,
+    follow_layer_list, geometry, layer_event_choice, layer_kind, layer_pixel_size,
+    non_square_note, set_layer,
     show_error,
 )
 
@@ -339,6 +340,10 @@ class QuantifyWidget(QWidget):
                     if image + suffix in self.viewer.layers else None
                 if other is not None and np.shape(other.data) == data.shape:
                     extras[key] = np.asarray(other.data)
+                    if key == "probability" and layer_threshold(other) is not None:
+                        # the labels were cut at the map's threshold, not at the (disabled)
+                        # threshold box's value: the summary records that one
+                        extras["threshold"] = layer_threshold(other)
         else:
             conf = image + " confidence"
             if conf in self.viewer.layers and np.shape(self.viewer.layers[conf].data) == data.shape:
@@ -364,7 +369,8 @@ class QuantifyWidget(QWidget):
             kind=kind,
             pixel_size_nm=self.pixel_size.text().strip() or None,
             thickness_nm=self.thickness.text().strip() or None,
-            min_size_px=self.min_size.value(), threshold=self.threshold.value(),
+            min_size_px=self.min_size.value(),
+            threshold=extras.pop("threshold", self.threshold.value()),
             split_touching=self.split.isChecked() and self.split.isEnabled(),
             image_name=image, **extras)
         return layer, data, reference, kwargs
@@ -469,6 +475,9 @@ class QuantifyWidget(QWidget):
             text += f" {100 * ignored:.1f} % of the image is marked ignore and left out."
         for note in result.notes:
             text += " " + note
+        aniso = non_square_note(target)
+        if aniso:
+            text += " " + aniso
         if comparison is not None:
             m = comparison.metrics.iloc[0]
             text += f" vs reference: pixel F1 {m['pixel_f1']:.3f}, object F1 {m['object_f1']:.3f}."
