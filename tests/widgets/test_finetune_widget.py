@@ -196,6 +196,8 @@ def test_save_model_writes_history_and_refuses_overwrite(setup, qtbot, tmp_path,
     monkeypatch.setattr(widget, "_confirm", lambda text: asked.append(text) or False)
     assert widget.save_model(path) is None
     assert asked and path.read_bytes() == content
+    dotted = widget.save_model(tmp_path / "tuned_t0.35")  # a name typed without the suffix
+    assert dotted == tmp_path / "tuned_t0.35.safetensors" and dotted.exists()
     if widget.inference_worker is not None:
         with qtbot.waitSignal(widget.inference_worker.finished, timeout=60_000):
             pass
@@ -333,3 +335,28 @@ def test_loop_with_the_inference_widget(make_napari_viewer, qtbot, tiny_checkpoi
     assert sorted(ly.name for ly in viewer.layers) == [
         "img", "img confidence", "img defects", "img probability"]
     assert session.model.history[-1]["kind"] == "finetune"
+
+
+def test_train_and_revert_wait_while_the_model_predicts(setup, qtbot, monkeypatch):
+    """The panel's own re-prediction (no Inference panel docked) marks the model busy, as the
+    Inference panel does: a second round would train it on another thread, and Revert would
+    swap its weights in the middle of the tiles."""
+    from napari_temdefect.widgets import finetune as finetune_widget
+
+    viewer, widget, session = setup
+    errors = []
+    monkeypatch.setattr(finetune_widget, "show_error", errors.append)
+    widget._before = (session.model, len(session.model.history), None, "tiny", None, "tiny",
+                      dict(session.model.metadata))
+    session.weights_before_finetune = session.model.copy_weights()  # as after a round
+    widget.refresh()
+    assert widget.revert_btn.isEnabled() and widget.train_btn.isEnabled()
+    worker = widget._predict_in_worker("img")
+    assert session.predicting  # set before the thread runs; cleared on the GUI thread
+    assert not widget.train_btn.isEnabled() and not widget.revert_btn.isEnabled()
+    assert widget.start() is None and "Inference is running" in str(errors[-1])
+    assert widget.revert() is not True and "Inference is running" in str(errors[-1])
+    with qtbot.waitSignal(worker.finished, timeout=60_000):
+        pass
+    assert not session.predicting
+    assert widget.train_btn.isEnabled() and widget.revert_btn.isEnabled()

@@ -39,6 +39,8 @@ class SessionSignals:
     training_set_changed = Signal(object)
     #: a new prediction was written into ``<image> defects`` (the image layer's name)
     prediction_shown = Signal(str)
+    #: ``Session.predicting`` changed (Fine-tune's Train and Revert wait for inference)
+    predicting_changed = Signal(object)
 
 
 _SIGNALS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()

@@ -248,6 +248,7 @@ class FinetuneWidget(QWidget):
         self.revert_btn.clicked.connect(lambda: self.revert())
         self.signals.model_changed.connect(self.refresh)
         self.signals.training_set_changed.connect(self.refresh)
+        self.signals.predicting_changed.connect(self.refresh)
         self.refresh()
 
     # ------------------------------------------------------------------ state display
@@ -272,10 +273,11 @@ class FinetuneWidget(QWidget):
             names = ", ".join(ts.names[:4]) + (" …" if n > 4 else "")
             self.set_label.setText(f"<b>Training set:</b> {n} image(s): {names}")
         busy = self.worker is not None
-        self.train_btn.setEnabled(not busy)
+        predicting = self.session.predicting  # the model is in use on another thread
+        self.train_btn.setEnabled(not busy and not predicting)
         self.stop_btn.setEnabled(busy)
         self.save_btn.setEnabled(not busy and model is not None)
-        self.revert_btn.setEnabled(not busy and self._is_tuned(model))
+        self.revert_btn.setEnabled(not busy and not predicting and self._is_tuned(model))
 
     def _is_tuned(self, model) -> bool:
         return (model is not None and self._before is not None and self._before[0] is model
@@ -476,8 +478,15 @@ class FinetuneWidget(QWidget):
         worker = run()
         worker.returned.connect(lambda out: self._show_prediction(image_layer, model, *out))
         worker.errored.connect(show_error)
+        worker.finished.connect(self._prediction_finished)
+        self.session.predicting = True  # Train and Revert wait, as for the Inference panel's
+        self.signals.predicting_changed.emit(self.session)
         worker.start()
         return worker
+
+    def _prediction_finished(self):
+        self.session.predicting = False
+        self.signals.predicting_changed.emit(self.session)
 
     def ask_replace_edited(self, layer_name: str) -> bool:
         """True to replace a defects layer the user has edited (one Ctrl-Z brings it back)."""
@@ -511,8 +520,8 @@ class FinetuneWidget(QWidget):
                 if not path:
                     return None
             path = Path(path)
-            if path.suffix != ".safetensors":
-                path = path.with_suffix(".safetensors")
+            if path.suffix != ".safetensors":  # append: "bubble_t0.5" keeps its ".5"
+                path = path.with_name(path.name + ".safetensors")
             overwrite = False
             if path.exists():
                 if not self._confirm(f"{path} exists. Replace it?"):
@@ -551,6 +560,9 @@ class FinetuneWidget(QWidget):
                                      "fine-tuned in this session.")
             if self.worker is not None:
                 raise TemDefectError("Training is running; press Stop first, then Revert.")
+            if self.session.predicting:  # swapping weights mid-run would mix two models
+                raise TemDefectError("Inference is running on this model; wait for it to "
+                                     "finish, then Revert.")
             _, n_hist, parent, name, source, key, metadata = self._before
             model.restore_weights(self.session.weights_before_finetune)
             del model.history[n_hist:]

@@ -348,6 +348,7 @@ class InferenceWidget(QWidget):
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.session.predicting = True
+        self.signals.predicting_changed.emit(self.session)
         self.progress_bar.setRange(0, 0)  # busy until the first tile batch reports
         self.status.setText(f"Running {self.model_combo.currentText()!s} on {name!r}…")
         self.worker.start()
@@ -369,6 +370,7 @@ class InferenceWidget(QWidget):
     def _on_finished(self):
         self.worker = None
         self.session.predicting = False
+        self.signals.predicting_changed.emit(self.session)
         self.run_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
         if self.progress_bar.maximum() == 0 or self._cancel.is_set():
