@@ -116,15 +116,24 @@ def label_at(labels, position) -> int:
 def delete_object(labels, position=None, label: int | None = None) -> np.ndarray:
     """Delete the object at ``position`` (row, col) or with id ``label``.
 
-    Deleting where there is background changes nothing. Passing ``label=IGNORE_LABEL`` clears
-    all ignore pixels.
+    Deleting where there is background changes nothing. At a position on an ignore region,
+    only that connected region is cleared (the other ignore marks stay); ``label=IGNORE_LABEL``
+    is refused, since it would clear every ignore mark in the image.
     """
     arr = _check(labels)
     if (position is None) == (label is None):
         raise TemDefectError("Give either a position or a label id of the object to delete.")
     target = label_at(arr, position) if position is not None else int(label)
     out = arr.copy()
-    if target != 0:
+    if target == IGNORE_LABEL:
+        if position is None:
+            raise TemDefectError(
+                "The selected label is the ignore label; to clear one ignore region, press "
+                "'d' over it (or erase it), so the other ignore marks stay.")
+        regions, _ = ndi.label(arr == IGNORE_LABEL, structure=_STRUCT8)
+        r, c = (int(np.floor(float(v) + 0.5)) for v in position[-2:])
+        out[regions == regions[r, c]] = 0
+    elif target != 0:
         out[arr == target] = 0
     return out
 
@@ -225,8 +234,9 @@ def apply_edits(model_mask, edits: Edits, previous=None) -> np.ndarray:
     """Labels from a (new) model mask with the user's edits re-applied.
 
     The mask becomes ``(model | added) & ~removed``; its connected components are the objects.
-    With ``previous`` labels, each object keeps the id of the previous object it overlaps most
-    (so selected ids, merges and colours survive); new objects get fresh ids.
+    With ``previous`` labels, every pixel they labelled keeps its id and new pixels join the
+    nearest object (so splits, merges, selected ids and colours survive); new objects get
+    fresh ids (:func:`_components_keeping_ids`).
     """
     model = np.asarray(model_mask) > 0
     if model.shape != edits.added.shape:
@@ -245,31 +255,78 @@ def apply_edits(model_mask, edits: Edits, previous=None) -> np.ndarray:
 
 
 def _components_keeping_ids(final: np.ndarray, prev: np.ndarray) -> np.ndarray:
+    """Objects of ``final`` with the ids of ``prev`` kept where they were drawn.
+
+    * A component of ``final`` that overlaps one previous object takes its id; one with none
+      is a new object with a fresh id.
+    * A component that overlaps several (touching objects the user separated, or objects that
+      a lower threshold makes touch) keeps every labelled pixel's id, and its new pixels join
+      the nearest object (a watershed inside the component).
+    * An id found in several components keeps them together when they come from different
+      previous pieces (objects the user merged); when a higher threshold cuts one previous
+      piece in two, the larger part keeps the id and the others get fresh ids.
+    """
+    from skimage.measure import label as label_equal
+    from skimage.segmentation import watershed
+
     comps, n = ndi.label(final, structure=_STRUCT8)
     out = np.zeros(final.shape, dtype=np.int64)
     if n == 0:
         return out
     prev_def, _ = split_ignore(prev)
-    # overlap of each component with each previous id; largest overlap claims the id first
-    both = (comps > 0) & (prev_def > 0)
-    pairs = np.stack([comps[both], prev_def[both].astype(np.int64)], axis=1)
-    assigned = np.zeros(n + 1, dtype=np.int64)
-    if pairs.size:
-        uniq, counts = np.unique(pairs, axis=0, return_counts=True)
-        used = set()
-        for k in np.argsort(-counts, kind="stable"):
-            comp, pid = int(uniq[k, 0]), int(uniq[k, 1])
-            if assigned[comp] == 0 and pid not in used:
-                assigned[comp] = pid
-                used.add(pid)
-    next_id = int(max(prev_def.max(), assigned.max())) + 1
-    for comp in range(1, n + 1):
-        if assigned[comp] == 0:
-            if next_id == IGNORE_LABEL:
-                next_id += 1
-            assigned[comp] = next_id
+    prev_def = prev_def.astype(np.int64)
+    next_id = int(prev_def.max(initial=0)) + 1
+
+    def fresh() -> int:
+        nonlocal next_id
+        if next_id == IGNORE_LABEL:
             next_id += 1
-    return assigned[comps] * (comps > 0)
+        next_id += 1
+        return next_id - 1
+
+    both = (comps > 0) & (prev_def > 0)
+    pairs = np.unique(np.stack([comps[both], prev_def[both]], axis=1), axis=0)
+    per_comp = np.bincount(pairs[:, 0], minlength=n + 1) if pairs.size else np.zeros(n + 1, int)
+    lut = np.zeros(n + 1, dtype=np.int64)
+    single = per_comp[pairs[:, 0]] == 1 if pairs.size else np.zeros(0, bool)
+    lut[pairs[single, 0]] = pairs[single, 1]
+    for comp in np.flatnonzero(per_comp[1:] == 0) + 1:
+        lut[comp] = fresh()
+    out = lut[comps]
+    shared = np.flatnonzero(per_comp > 1)
+    if shared.size:
+        slices = ndi.find_objects(comps)
+        for comp in shared.tolist():
+            sl = slices[comp - 1]
+            own = comps[sl] == comp
+            part = watershed(np.zeros(own.shape, np.uint8), connectivity=2, mask=own,
+                             markers=np.where(own, prev_def[sl], 0))
+            out[sl][own] = part[own]
+    # ids now in several components: merged by the user, or cut by a higher threshold
+    comps_of = np.bincount(pairs[:, 1]) if pairs.size else np.zeros(1, int)
+    multi = np.flatnonzero(comps_of > 1)
+    if multi.size:
+        pieces = label_equal(prev_def, background=0, connectivity=2)
+        sel = both & (out == prev_def) & np.isin(prev_def, multi)
+        triples, counts = np.unique(np.stack([prev_def[sel], comps[sel], pieces[sel]], axis=1),
+                                    axis=0, return_counts=True)
+        slices = ndi.find_objects(comps)
+        origin: dict[tuple[int, int], int] = {}  # (id, component) -> main previous piece
+        best: dict[tuple[int, int], int] = {}
+        size: dict[tuple[int, int], int] = {}  # the id's kept pixels in the component
+        for (i, comp, piece), k in zip(triples.tolist(), counts.tolist()):
+            size[(i, comp)] = size.get((i, comp), 0) + k
+            if k > best.get((i, comp), 0):
+                best[(i, comp)], origin[(i, comp)] = k, piece
+        groups: dict[tuple[int, int], list[tuple[int, int]]] = {}
+        for (i, comp), piece in origin.items():
+            groups.setdefault((i, piece), []).append((size[(i, comp)], comp))
+        for (i, _), members in groups.items():
+            for _, comp in sorted(members, reverse=True)[1:]:
+                sl = slices[comp - 1]
+                region = out[sl]
+                region[(comps[sl] == comp) & (region == i)] = fresh()
+    return out
 
 
 def rethreshold(probability, threshold: float, labels, model_mask) -> np.ndarray:

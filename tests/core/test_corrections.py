@@ -56,6 +56,16 @@ def test_delete_object_by_position_and_label():
         C.delete_object(lab)
 
 
+def test_deleting_on_an_ignore_mark_clears_only_that_mark():
+    lab = _labels()
+    lab[15:20, 15:20] = IGN  # a second ignore region
+    out = C.delete_object(lab, position=(1, 17))
+    assert not np.any(out[0:2, 15:20] == IGN) and np.all(out[15:20, 15:20] == IGN)
+    assert np.array_equal(out[lab != IGN], lab[lab != IGN])
+    with pytest.raises(TemDefectError, match="selected label is the ignore label"):
+        C.delete_object(lab, label=IGN)
+
+
 def test_merge_touching_all_and_selected():
     lab = np.zeros((10, 10), dtype=np.uint16)
     lab[1:4, 1:4] = 5
@@ -140,6 +150,54 @@ def test_edits_round_trip_at_same_threshold_is_identity():
     labels[0:2, 0:2] = IGN
     out = C.apply_edits(model, C.edits_from(model, labels), previous=labels)
     assert np.array_equal(out, labels)
+
+
+def _two_peaks(gap=3.0):
+    """Two blobs whose skirts meet between them: separate at 0.5, one component at 0.2."""
+    y, x = np.mgrid[0:40, 0:60]
+    return np.maximum(np.exp(-((y - 20) ** 2 + (x - 20) ** 2) / 60),
+                      np.exp(-((y - 20) ** 2 + (x - 20 - 10 * gap) ** 2) / 60)) \
+        .astype(np.float32)
+
+
+def test_rethreshold_keeps_the_users_splits_and_merges():
+    """Re-thresholding rebuilt objects from connected parts: two touching objects that the
+    user had given different ids became one, and objects merged with Merge ids fell apart."""
+    prob = _two_peaks()
+    model = C.mask_from_probability(prob, 0.5)
+    labels = C.instances_from_mask(model).astype(np.uint16)
+    assert set(np.unique(labels)) == {0, 1, 2}
+    split = labels.copy()
+    split[(split == 1) & (np.mgrid[0:40, 0:60][1] >= 20)] = 3  # blob 1 cut in two by hand
+    for t in (0.5, 0.3):
+        out = C.rethreshold(prob, t, split, model)
+        assert set(np.unique(out[split == 1])) == {1} and set(np.unique(out[split == 3])) == {3}
+    merged = C.merge_touching(labels, ids=[1, 2])  # two separate blobs, one object
+    for t in (0.5, 0.4, 0.6):
+        out = C.rethreshold(prob, t, merged, model)
+        assert set(np.unique(out)) == {0, 1}
+
+
+def test_rethreshold_keeps_objects_apart_that_grow_into_each_other():
+    prob = _two_peaks(gap=2.0)
+    model = C.mask_from_probability(prob, 0.5)
+    labels = C.instances_from_mask(model).astype(np.uint16)
+    low = C.rethreshold(prob, 0.05, labels, model)
+    assert C.instances_from_mask(low > 0).max() == 1  # one connected region at 0.05
+    assert set(np.unique(low)) == {0, 1, 2}  # still two objects, each grown from its own
+    assert low[20, 20] == labels[20, 20] and low[20, 40] == labels[20, 40]
+
+
+def test_rethreshold_gives_a_piece_cut_off_by_a_higher_threshold_its_own_id():
+    y, x = np.mgrid[0:40, 0:60]
+    prob = np.maximum(np.exp(-((y - 20) ** 2 + (x - 15) ** 2) / 40),
+                      np.exp(-((y - 20) ** 2 + (x - 40) ** 2) / 40)).astype(np.float32)
+    prob = np.maximum(prob, np.where(np.abs(y - 20) <= 1, 0.45, 0)).astype(np.float32)
+    model = C.mask_from_probability(prob, 0.4)  # two blobs joined by a bridge at 0.45
+    labels = C.instances_from_mask(model).astype(np.uint16)
+    assert labels.max() == 1
+    high = C.rethreshold(prob, 0.5, labels, model)  # the bridge goes: two objects
+    assert len(set(np.unique(high)) - {0}) == 2 and 1 in high
 
 
 def test_edits_shape_mismatch_is_a_clear_error():
