@@ -536,6 +536,35 @@ def test_training_set_save_load_round_trip(tmp_path):
         TrainingSet.load(tmp_path)
 
 
+def test_a_save_that_fails_part_way_leaves_the_old_set_whole(tmp_path, monkeypatch):
+    import tifffile
+
+    img, lab = disks(6)
+    old = TrainingSet([TrainingEntry(img, lab, name="a"), TrainingEntry(img + 1, lab, name="b")])
+    old.save(tmp_path / "set")
+    new = TrainingSet([TrainingEntry(img + 9, lab, name="a"),
+                       TrainingEntry(img + 7, lab, name="b")])
+    real, calls = tifffile.imwrite, []
+
+    def full_disk(path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) > 3:  # the second entry's files: the disk is full
+            raise OSError(28, "No space left on device")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(tifffile, "imwrite", full_disk)
+    with pytest.raises(OSError):
+        new.save(tmp_path / "set", overwrite=True)
+    monkeypatch.setattr(tifffile, "imwrite", real)
+    back = TrainingSet.load(tmp_path / "set")  # the old index, and the old images under it
+    for a, b in zip(old, back):
+        assert np.array_equal(a.image, b.image)
+    new.save(tmp_path / "set", overwrite=True)  # a save that completes replaces it
+    assert [int(e.image[0, 0] - img[0, 0]) for e in TrainingSet.load(tmp_path / "set")] == [9, 7]
+    listed = {p.name for p in (tmp_path / "set").glob("*.tif")}
+    assert len(listed) == 4  # the old generation's files are gone
+
+
 # ---- bad input ---------------------------------------------------------------------------------
 
 def test_bad_inputs_give_one_clear_error_and_change_nothing(tiny_model, tset):

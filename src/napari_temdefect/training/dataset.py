@@ -185,10 +185,14 @@ class TrainingSet:
                 "overwrite=True."
             )
         old_files = _listed_files(index_path) if index_path.exists() else set()
+        # a new generation's files never replace the ones the old index lists: a save that
+        # fails part-way (disk full) leaves the old set whole, and its index still true
+        generation = _generation(index_path) + 1 if index_path.exists() else 0
+        tag = f"_g{generation}" if generation else ""
         folder.mkdir(parents=True, exist_ok=True)
         records, written = [], set()
         for i, e in enumerate(self.entries):
-            stem = f"{i:03d}_{_slug(e.name)}"
+            stem = f"{i:03d}_{_slug(e.name)}{tag}"
             rec = {"name": e.name, "pixel_size_nm": e.pixel_size_nm, "binary": e.binary,
                    "shape": list(e.shape), "meta": e.meta}
             arrays = {"image": e.image, "labels": _label_dtype(e.labels),
@@ -205,7 +209,7 @@ class TrainingSet:
                 written.add(fname)
             records.append(rec)
         index = {"format": "napari-temdefect training set", "version": FORMAT_VERSION,
-                 "entries": records}
+                 "generation": generation, "entries": records}
         write_text(index_path, json.dumps(index, indent=1), overwrite=True)
         for stale in old_files - written:
             (folder / stale).unlink(missing_ok=True)
@@ -244,6 +248,13 @@ class TrainingSet:
                 edited=read("edited"), binary=rec.get("binary", False), meta=rec.get("meta") or {},
             ))
         return out
+
+
+def _generation(index_path: Path) -> int:
+    try:
+        return int(json.loads(index_path.read_text(encoding="utf-8")).get("generation", 0))
+    except Exception:
+        return 0
 
 
 def _listed_files(index_path: Path) -> set[str]:
