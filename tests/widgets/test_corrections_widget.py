@@ -257,3 +257,22 @@ def test_panels_move_to_a_new_defects_layer_and_follow_renames(make_napari_viewe
     viewer.add_labels(np.zeros((64, 64), np.int32), name="notes")
     assert corr.layer_combo.currentText() == quant.layer_combo.currentText() == \
         "img defects (checked)"
+
+
+def test_the_result_kept_beside_edited_labels_can_be_corrected(setup, qtbot):
+    """Answering No to "replace edited?" puts the new result in '<image> defects (2)'; the
+    panel works on it like on '<image> defects' (keys, re-threshold, training set): it used
+    to find neither its image nor its probability map from that name."""
+    from napari_temdefect.widgets._results import OUTPUT_KEY
+
+    viewer, widget, layer = setup
+    kept = viewer.add_labels(np.asarray(layer.data).copy(), name="img defects (2)",
+                             metadata={OUTPUT_KEY: {"image": "img", "threshold": 0.5}})
+    widget.layer_combo.setCurrentText("img defects (2)")
+    assert widget.layer() is kept
+    assert "D" in {str(k) for k in kept.keymap}  # the panel's keys are bound on it
+    assert widget.rethreshold(0.3) is not None
+    assert (kept.data > 0).sum() > (layer.data > 0).sum()
+    widget.add_btn.click()
+    ts = widget.session.training_set
+    assert ts is not None and len(ts) == 1 and ts.names == ["img"]

@@ -38,6 +38,21 @@ def image_name_of(labels_name: str) -> str:
     return labels_name[: -len(DEFECTS_SUFFIX)] if labels_name.endswith(DEFECTS_SUFFIX) else labels_name
 
 
+def source_image(layer) -> str:
+    """The image a labels layer was predicted from: the name that Inference recorded in its
+    metadata (also on ``<image> defects (2)``, the result kept beside edited labels), else
+    the one its name implies."""
+    from ._results import OUTPUT_KEY
+
+    recorded = ((getattr(layer, "metadata", None) or {}).get(OUTPUT_KEY) or {}).get("image")
+    return str(recorded) if recorded else image_name_of(layer.name)
+
+
+def is_defects_layer(layer) -> bool:
+    """A layer that Corrections works on: ``<image> defects``, or one Inference made."""
+    return layer.name.endswith(DEFECTS_SUFFIX) or source_image(layer) != layer.name
+
+
 def ignore_colormap(max_id: int):
     """Labels colours: napari's usual cycle for ids 1..max_id (+ headroom), grey for IGNORE."""
     from napari.utils.colormaps import DirectLabelColormap, label_colormap
@@ -222,7 +237,7 @@ class CorrectionsWidget(QWidget):
     def _prepare_layer(self, layer) -> None:
         """Key bindings, and colours that show the ignore label, on a defects layer."""
         self._bound.add(id(layer))
-        if not layer.name.endswith(DEFECTS_SUFFIX):
+        if not is_defects_layer(layer):
             return
         layer.bind_key("d", self._delete_under_cursor, overwrite=True)
         layer.bind_key("i", lambda ly: self.ignore_brush(ly), overwrite=True)
@@ -367,7 +382,7 @@ class CorrectionsWidget(QWidget):
         # from the threshold it was made at
         self._thresholds.pop(image_name + DEFECTS_SUFFIX, None)
         layer = self.layer()
-        if layer is not None and image_name_of(layer.name) == image_name:
+        if layer is not None and source_image(layer) == image_name:
             self._set_threshold_display(self._thresholds_for(layer)[-1])
 
     def _set_threshold_display(self, value: float) -> None:
@@ -384,7 +399,7 @@ class CorrectionsWidget(QWidget):
             self._thr_timer.start()
 
     def _probability(self, layer):
-        image = image_name_of(layer.name)
+        image = source_image(layer)
         pred = self.session.predictions.get(image)
         if pred is not None and getattr(pred, "probability", None) is not None:
             return np.asarray(pred.probability)
@@ -414,7 +429,7 @@ class CorrectionsWidget(QWidget):
             prob = self._probability(layer)
             if prob is None:
                 raise TemDefectError(
-                    f"No probability map for {image_name_of(layer.name)!r}; run Inference on "
+                    f"No probability map for {source_image(layer)!r}; run Inference on "
                     "this image first (it makes the '<image> probability' layer)."
                 )
             if prob.shape[-2:] != np.shape(layer.data):
@@ -442,7 +457,7 @@ class CorrectionsWidget(QWidget):
         """Add (image, corrected labels, ignore mask) of the current layer as one entry."""
         def go():
             layer = self._require_layer()
-            image_name = image_name_of(layer.name)
+            image_name = source_image(layer)
             if image_name not in self.viewer.layers or image_name == layer.name:
                 raise TemDefectError(
                     f"No image layer {image_name!r} for the labels {layer.name!r}; keep the "
