@@ -244,7 +244,7 @@ def apply_edits(model_mask, edits: Edits, previous=None) -> np.ndarray:
     final = (model | edits.added) & ~edits.removed & ~edits.ignore
     prev = _check(previous, "previous labels") if previous is not None else None
     if prev is not None and prev.shape == final.shape:
-        out = _components_keeping_ids(final, prev)
+        out = _components_keeping_ids(final, prev, edits.removed)
         dtype = _out_dtype(prev, int(out.max()) if out.size else 0)
     else:
         out = instances_from_mask(final, dtype=np.int64)
@@ -254,7 +254,8 @@ def apply_edits(model_mask, edits: Edits, previous=None) -> np.ndarray:
     return out
 
 
-def _components_keeping_ids(final: np.ndarray, prev: np.ndarray) -> np.ndarray:
+def _components_keeping_ids(final: np.ndarray, prev: np.ndarray,
+                            removed: np.ndarray | None = None) -> np.ndarray:
     """Objects of ``final`` with the ids of ``prev`` kept where they were drawn.
 
     * A component of ``final`` that overlaps one previous object takes its id; one with none
@@ -265,6 +266,8 @@ def _components_keeping_ids(final: np.ndarray, prev: np.ndarray) -> np.ndarray:
     * An id found in several components keeps them together when they come from different
       previous pieces (objects the user merged); when a higher threshold cuts one previous
       piece in two, the larger part keeps the id and the others get fresh ids.
+    * A new component next to pixels the user ``removed`` and with no labelled pixel is the
+      rim that a lower threshold adds around a deleted object: it stays deleted.
     """
     from skimage.measure import label as label_equal
     from skimage.segmentation import watershed
@@ -290,7 +293,12 @@ def _components_keeping_ids(final: np.ndarray, prev: np.ndarray) -> np.ndarray:
     lut = np.zeros(n + 1, dtype=np.int64)
     single = per_comp[pairs[:, 0]] == 1 if pairs.size else np.zeros(0, bool)
     lut[pairs[single, 0]] = pairs[single, 1]
-    for comp in np.flatnonzero(per_comp[1:] == 0) + 1:
+    unlabelled = np.flatnonzero(per_comp[1:] == 0) + 1
+    if unlabelled.size and removed is not None and removed.any():
+        rim = ndi.binary_dilation(removed, structure=_STRUCT8) & (comps > 0)
+        deleted = np.isin(unlabelled, np.unique(comps[rim]))
+        unlabelled = unlabelled[~deleted]
+    for comp in unlabelled:
         lut[comp] = fresh()
     out = lut[comps]
     shared = np.flatnonzero(per_comp > 1)

@@ -200,6 +200,16 @@ def test_rethreshold_gives_a_piece_cut_off_by_a_higher_threshold_its_own_id():
     assert len(set(np.unique(high)) - {0}) == 2 and 1 in high
 
 
+def test_a_deleted_object_stays_deleted_at_a_lower_threshold():
+    prob = _two_peaks()
+    model = C.mask_from_probability(prob, 0.5)
+    labels = C.instances_from_mask(model).astype(np.uint16)
+    gone = C.delete_object(labels, position=(20, 50))  # a false positive, deleted
+    low = C.rethreshold(prob, 0.3, gone, model)
+    assert set(np.unique(low)) == {0, 1}  # no ring of it comes back as a new object
+    assert (low == 1).sum() > (gone == 1).sum()  # the kept object grows as usual
+
+
 def test_edits_shape_mismatch_is_a_clear_error():
     with pytest.raises(TemDefectError, match="shape"):
         C.edits_from(np.zeros((4, 4)), np.zeros((5, 5), np.uint16))
