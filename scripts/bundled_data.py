@@ -42,6 +42,10 @@ FOLDS = {
 SPECS = {
     "unet-resnet18": dict(arch="unet", encoder="resnet18",
                           options={"encoder_depth": 4, "decoder_channels": [128, 64, 32, 16]}),
+    "unet-resnet18-fullres": dict(arch="unet", encoder="resnet18",
+                                  options={"encoder_depth": 4,
+                                           "decoder_channels": [128, 64, 32, 16],
+                                           "full_resolution_skip": 16}),
     "unet-mobilenet_v2": dict(arch="unet", encoder="mobilenet_v2",
                               options={"decoder_channels": [128, 64, 32, 16, 8]}),
     "unet-efficientnet_lite0": dict(arch="unet", encoder="timm-tf_efficientnet_lite0",

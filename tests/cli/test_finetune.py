@@ -112,10 +112,12 @@ def test_train_from_scratch_cli(tmp_path, capsys):
                "--arch", "unet", "--encoder", "resnet18", "--encoder-depth", "3",
                "--decoder-channels", "16", "8", "4", "--classes", "bubble", "--quiet",
                "--schedule", "cosine", "--invert", "0.5", "--cldice", "0.5",
-               "--intensity", "2", "--blur", "1.5", "--shading", "0.3", *FAST])
+               "--intensity", "2", "--blur", "1.5", "--shading", "0.3",
+               "--full-resolution-skip", "4", *FAST])
     assert rc == 0, capsys.readouterr().err
     model = load_model(out, device="cpu")
     assert model.spec.classes == ["bubble"] and model.spec.options["encoder_depth"] == 3
+    assert model.spec.options["full_resolution_skip"] == 4 and hasattr(model.module, "fuse")
     assert model.history[-1]["kind"] == "train" and model.history[-1]["config"]["depth"] == "all"
     config = model.history[-1]["config"]
     assert config["schedule"] == "cosine"

@@ -268,3 +268,40 @@ def test_decoder_widths_that_do_not_match_the_depth_are_one_sentence():
                      options={"encoder_depth": 4, "decoder_channels": [64, 32]})
     with pytest.raises(TemDefectError, match="encoder_depth 7 is out of range"):
         create_model(arch="unet", encoder="resnet18", device="cpu", options={"encoder_depth": 7})
+
+
+@pytest.mark.parametrize("arch", ["unet", "unetplusplus"])
+def test_full_resolution_skip_joins_the_input_to_the_last_decoder_features(tmp_path, arch):
+    """``full_resolution_skip`` adds a branch at the input's resolution (smp's U-Net has no
+    skip there); it is recorded in the spec, saved and rebuilt, changes the output, and trains
+    with the decoder when the shallow encoder stages are frozen."""
+    from napari_temdefect.training import apply_freeze
+
+    opts = {"encoder_depth": 3, "decoder_channels": [32, 16, 8], "full_resolution_skip": 4}
+    model = create_model(arch=arch, encoder="resnet18", options=opts, device="cpu")
+    assert model.spec.options["full_resolution_skip"] == 4
+    module = model.module.eval()
+    x = torch.randn(1, 1, 64, 96)
+    with torch.no_grad():
+        y = module(x)
+        assert y.shape == (1, 1, 64, 96)
+        module.full_resolution[0][0].weight.mul_(3.0)  # the branch is in the forward pass
+        assert not torch.allclose(module(x), y)
+    again = load_model(model.save(tmp_path / "m.safetensors"), device="cpu")
+    assert again.spec == model.spec
+    with torch.no_grad():
+        np.testing.assert_allclose(again.module.eval()(x).numpy(), module(x).numpy(), atol=1e-5)
+    apply_freeze(again.module, "deep")
+    assert all(p.requires_grad for p in again.module.full_resolution.parameters())
+    assert all(p.requires_grad for p in again.module.fuse.parameters())
+    assert not all(p.requires_grad for p in again.module.encoder.parameters())
+
+
+def test_full_resolution_skip_that_cannot_be_built_is_one_sentence():
+    for arch, width in (("unet", -2), ("unet", "16"), ("unet", 1000), ("deeplabv3plus", 16)):
+        with pytest.raises(TemDefectError, match=f"full_resolution_skip={width!r} is not valid"):
+            create_model(arch=arch, encoder="resnet18", device="cpu",
+                         options={"full_resolution_skip": width})
+    plain = create_model(arch="unet", encoder="resnet18", device="cpu",
+                         options={"encoder_depth": 3, "full_resolution_skip": 0})
+    assert not hasattr(plain.module, "full_resolution")

@@ -33,6 +33,9 @@ def add_parser(sub):
                         "follow it unless --decoder-channels gives them)")
     p.add_argument("--decoder-channels", type=int, nargs="+", default=None, metavar="C",
                    help="decoder widths, one per encoder stage (U-Net family)")
+    p.add_argument("--full-resolution-skip", type=int, default=None, metavar="W",
+                   help="add a W-channel branch at the input's resolution to the U-Net decoder "
+                        "(U-Net family; measured in docs/models.md, off by default)")
     p.add_argument("--encoder-weights", default=None, metavar="imagenet|PATH",
                    help="start the encoder from ImageNet or a local weights file (default: random)")
     p.add_argument("--classes", nargs="+", default=["defect"], metavar="NAME",
@@ -60,6 +63,8 @@ def run(args) -> int:
         options["encoder_depth"] = args.encoder_depth
     if args.decoder_channels:
         options["decoder_channels"] = list(args.decoder_channels)
+    if args.full_resolution_skip:
+        options["full_resolution_skip"] = args.full_resolution_skip
     steps = args.steps if (args.steps or args.minutes) else DEFAULT_TRAIN_STEPS
     config = make_config(args, steps=steps, freeze_bn=args.freeze_bn)
     spec = ModelSpec(arch=args.arch, encoder=args.encoder, classes=args.classes, options=options)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from torch import nn
 
 from ..errors import TemDefectError
@@ -41,11 +43,16 @@ def _build(spec: ModelSpec, encoder_weights: str | None) -> nn.Module:
 
     cls = getattr(smp, _SMP_CLASSES[spec.arch])
     _check_decoder_options(spec)
+    skip = _full_resolution_width(spec)
+    if skip:  # ours, not smp's: built around the smp network below
+        spec = dataclasses.replace(spec, options={k: v for k, v in spec.options.items()
+                                                  if k != FULL_RESOLUTION})
     try:
         if encoder_weights == "imagenet":
             from .pretrained import build_with_imagenet
 
-            return _drop_unused_stages(build_with_imagenet(cls, spec), spec)
+            module = _drop_unused_stages(build_with_imagenet(cls, spec), spec)
+            return _with_full_resolution(module, spec, skip)
         module = cls(
             encoder_name=spec.encoder,
             encoder_weights=None,
@@ -62,7 +69,32 @@ def _build(spec: ModelSpec, encoder_weights: str | None) -> nn.Module:
         from .pretrained import load_encoder_weights
 
         load_encoder_weights(module, encoder_weights)
-    return _drop_unused_stages(module, spec)
+    return _with_full_resolution(_drop_unused_stages(module, spec), spec, skip)
+
+
+#: spec option: width of the full-resolution skip (:mod:`.fullres`); 0 or absent: none
+FULL_RESOLUTION = "full_resolution_skip"
+
+
+def _full_resolution_width(spec: ModelSpec) -> int:
+    width = spec.options.get(FULL_RESOLUTION, 0)
+    if width in (0, None, False):
+        return 0
+    if spec.arch not in ("unet", "unetplusplus") or isinstance(width, bool) or not (
+            isinstance(width, int) and 1 <= width <= 256):
+        raise TemDefectError(
+            f"{FULL_RESOLUTION}={width!r} is not valid for {spec.arch}; it takes a width of "
+            "1-256 channels, on unet or unetplusplus only.")
+    return width
+
+
+def _with_full_resolution(module: nn.Module, spec: ModelSpec, width: int) -> nn.Module:
+    if not width:
+        return module
+    from .fullres import FullResolutionSkip
+
+    widths = spec.options.get("decoder_channels") or _UNET_DECODER
+    return FullResolutionSkip(module, spec.in_channels, width, int(widths[-1]))
 
 
 #: smp's U-Net decoder widths for a depth-5 encoder; a shallower encoder takes the first ones
