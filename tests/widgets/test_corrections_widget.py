@@ -276,3 +276,40 @@ def test_the_result_kept_beside_edited_labels_can_be_corrected(setup, qtbot):
     widget.add_btn.click()
     ts = widget.session.training_set
     assert ts is not None and len(ts) == 1 and ts.names == ["img"]
+
+
+def test_labels_kept_beside_a_newer_prediction_are_not_rethresholded_against_it(
+        make_napari_viewer, qtbot, monkeypatch, tiny_model):
+    """After "keep my edits", the new run's map replaces the probability layer; the kept
+    labels rest on the old map, so re-thresholding them against the new one (or marking
+    their 'edited' pixels from it) would be wrong: re-threshold says so, and the training
+    entry takes them as plain labels."""
+    from napari_temdefect.inference import predict
+    from napari_temdefect.widgets import corrections as mod
+    from napari_temdefect.widgets._results import prepare_labels, show_prediction
+
+    shown = []
+    monkeypatch.setattr(mod, "show_error", lambda exc: shown.append(str(exc)))
+    viewer = make_napari_viewer()
+    image = np.random.default_rng(0).normal(0.5, 0.1, (64, 64)).astype(np.float32)
+    img = viewer.add_image(image, name="img")
+    result = predict(tiny_model, image, threshold=0.5, device="cpu")
+    layer = show_prediction(viewer, img, result, "tiny", *prepare_labels(result),
+                            ask_replace=lambda name: True)
+    edited = np.asarray(layer.data).copy()
+    edited[5:15, 5:15] = edited.max() + 1
+    layer.data = edited
+    newer = show_prediction(viewer, img, result, "tiny2", *prepare_labels(result, edited),
+                            ask_replace=lambda name: False)
+    assert newer.name == "img defects (2)" and viewer.layers["img defects"] is layer
+    widget = mod.CorrectionsWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.layer_combo.setCurrentText("img defects")
+    assert widget.rethreshold(0.3) is None
+    assert "predicted before the latest run" in shown[-1]
+    np.testing.assert_array_equal(layer.data, edited)
+    widget.add_btn.click()
+    entry = widget.session.training_set[0]
+    assert entry.edited is None and np.array_equal(entry.labels > 0, edited > 0)
+    widget.layer_combo.setCurrentText("img defects (2)")  # the latest result re-thresholds
+    assert widget.rethreshold(0.3) is not None

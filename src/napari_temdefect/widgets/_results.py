@@ -106,6 +106,10 @@ def _write_defects(viewer, lname, labels, old_print, meta, geo, ask_replace):
         k = 2
         while f"{lname} ({k})" in viewer.layers:
             k += 1
+        # the kept labels rest on the previous prediction, which the new one now replaces
+        # (probability layer, session): Corrections must not re-threshold them against it
+        layer.metadata = {**(layer.metadata or {}), OUTPUT_KEY: {
+            **(layer.metadata or {}).get(OUTPUT_KEY, {}), "superseded": True}}
         return set_layer(viewer, f"{lname} ({k})", labels, "labels", metadata=meta, **geo)
     old = layer.data
     if layer_kind(layer) != "labels" or np.shape(old) != labels.shape:

@@ -48,6 +48,14 @@ def source_image(layer) -> str:
     return str(recorded) if recorded else image_name_of(layer.name)
 
 
+def is_superseded(layer) -> bool:
+    """Labels kept beside a newer prediction (the user chose to keep their edits)."""
+    from ._results import OUTPUT_KEY
+
+    return bool(((getattr(layer, "metadata", None) or {}).get(OUTPUT_KEY) or {})
+                .get("superseded"))
+
+
 def is_defects_layer(layer) -> bool:
     """A layer that Corrections works on: ``<image> defects``, or one Inference made."""
     return layer.name.endswith(DEFECTS_SUFFIX) or source_image(layer) != layer.name
@@ -399,6 +407,8 @@ class CorrectionsWidget(QWidget):
             self._thr_timer.start()
 
     def _probability(self, layer):
+        if is_superseded(layer):  # its prediction was replaced by a newer run's
+            return None
         image = source_image(layer)
         pred = self.session.predictions.get(image)
         if pred is not None and getattr(pred, "probability", None) is not None:
@@ -427,6 +437,11 @@ class CorrectionsWidget(QWidget):
             layer = self._require_layer()
             t = float(self.threshold_spin.value() if threshold is None else threshold)
             prob = self._probability(layer)
+            if prob is None and is_superseded(layer):
+                raise TemDefectError(
+                    f"{layer.name!r} was predicted before the latest run, whose map replaced "
+                    "its own, so it cannot be re-thresholded; edit it by hand, or work on the "
+                    "latest result's layer.")
             if prob is None:
                 raise TemDefectError(
                     f"No probability map for {source_image(layer)!r}; run Inference on "
