@@ -490,6 +490,11 @@ def test_grains_cut_by_an_ignored_grain_do_not_depend_on_fill_boundaries():
     assert [c["grain_count_including_border"] for c in counts] == [63, 63]
 
 
+def test_a_negative_gap_is_one_sentence():
+    with pytest.raises(TemDefectError, match="The gap is -2 px"):
+        quantify(grid_boundaries(), "grains", PX, gap_px=-2)
+
+
 def test_split_touching_keeps_given_labels_apart_and_splits_inside_one():
     yy, xx = np.mgrid[:60, :80]
     lab = np.zeros((60, 80), np.int32)

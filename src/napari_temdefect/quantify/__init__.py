@@ -282,6 +282,8 @@ def quantify(mask_or_probability, kind: str, pixel_size_nm: float | None = None,
         foreground = int(np.count_nonzero(lab))
     else:
         gap = grains.DEFAULT_GAP_PX if gap_px is None else int(gap_px)
+        if gap < 0:
+            raise TemDefectError(f"The gap is {gap} px; give 0 (no bridging) or more pixels.")
         if instances is not None:
             lab = blobs.remove_small(np.asarray(instances, np.int32).copy(), min_size)
             n = int(lab.max()) + 1
