@@ -5,9 +5,11 @@ default recipe (``depth="deep"``, frozen BatchNorm, L2, D4 + jitter) on the labe
 of a NEW type (dislocation lines), and scored with ``inference.predict`` + pixel F1 on three
 OTHER dislocation images it never saw. The test asserts a clear gain on every one of them.
 
-Measured when written: pixel F1 on the unseen images 0.00, 0.00, 0.00 before; 0.33, 0.41,
-0.27 after (with 40 instead of 30 pretraining steps and 40 fine-tuning steps: 0.04–0.17 → ~0.8).
-About 110 CPU-seconds (~1 minute on 2 idle cores).
+Measured (2026-12-02, 60 pretraining and 80 fine-tuning steps, seeds 0–2, 1 and 2 threads):
+pixel F1 on the unseen images 0.01–0.36 before, 0.81–0.93 after. The budget used to be 30 + 40
+steps, where the outcome hung on the seed and on the CPU's arithmetic: on an AVX-512 Xeon seed 0
+ended at 0.01–0.07 with 2 threads and 0.28–0.33 with 1 (0.55–0.90 for seeds 1–2).
+About 10 CPU-seconds on a recent x86 core.
 """
 
 from __future__ import annotations
@@ -50,20 +52,20 @@ def test_finetuning_on_a_new_defect_type_improves_unseen_images():
                          options={"encoder_depth": 3, "decoder_channels": [32, 16, 8]})
     # "trained on one defect type": every layer, BatchNorm statistics learning
     finetune(model, training_set("bubbles", [1, 2]),
-             TrainConfig(depth="all", freeze_bn=False, steps=30, val_fraction=0.0, **COMMON))
+             TrainConfig(depth="all", freeze_bn=False, steps=60, val_fraction=0.0, **COMMON))
     test_seeds = [10, 11, 12]
     before = f1_on(model, "dislocations", test_seeds)
 
     corrected = training_set("dislocations", [1, 2])  # the user's corrected labels
     labels_before = [e.labels.copy() for e in corrected]
     # the default recipe (depth "deep", frozen BN, L2, D4 + jitter), a short budget
-    result = finetune(model, corrected, TrainConfig(steps=40, eval_every=10, **COMMON))
+    result = finetune(model, corrected, TrainConfig(steps=80, eval_every=10, **COMMON))
     after = f1_on(model, "dislocations", test_seeds)
     print(f"pixel F1 on unseen dislocation images: before {np.round(before, 3)}, "
           f"after {np.round(after, 3)}")  # shown with pytest -s
 
     assert result.best_step > 0, result.history
-    assert np.all(after > before + 0.15), (before, after)
+    assert np.all(after > before + 0.3), (before, after)
     assert after.mean() > before.mean() + 0.3, (before, after)
     assert all(np.array_equal(a, e.labels) for a, e in zip(labels_before, corrected))
     assert [h["kind"] for h in model.history] == ["finetune", "finetune"]
