@@ -276,6 +276,57 @@ def map_classes(micrograph: "Micrograph") -> list[str] | None:
 # format readers: each returns (data, scale_per_px, unit, metadata)
 
 
+def _tiff_calibration(tif, original: dict, notes: list):
+    """(pixel size, unit) of an open TIFF from its OME, ImageJ, FEI or resolution tags, as
+    written (None, None when it has none); ``original`` gets the tags, ``notes`` a sentence
+    when the pixels are not square. Shared by :func:`read_image` and the block-wise path."""
+    page = tif.pages[0]
+    scale = unit = None
+    y_scale = None
+    if tif.is_ome and tif.ome_metadata:
+        original["ome"] = tif.ome_metadata[:20000]
+        scale, unit, y_scale = _ome_pixel_size(tif.ome_metadata)
+    if scale is None and tif.is_imagej and tif.imagej_metadata is not None:
+        ij = {k: v for k, v in tif.imagej_metadata.items() if _is_plain(v)}
+        original["imagej"] = ij
+        ij_unit = ij.get("unit")
+        xres = _tag_ratio(page, "XResolution")
+        if ij_unit and xres:
+            scale, unit = 1.0 / xres, str(ij_unit)
+            yres = _tag_ratio(page, "YResolution")
+            y_scale = 1.0 / yres if yres else None
+    if scale is None and getattr(tif, "is_fei", False) and tif.fei_metadata:
+        fei = tif.fei_metadata
+        original["fei"] = {k: v for k, v in fei.items() if isinstance(v, dict)}
+        for section in ("Scan", "EScan", "Image"):
+            pw = fei.get(section, {}).get("PixelWidth")
+            if pw:
+                scale, unit = float(pw), "m"
+                break
+    if scale is None:
+        xres = _tag_ratio(page, "XResolution")
+        res_unit = page.tags.get("ResolutionUnit")
+        res_unit = int(res_unit.value) if res_unit is not None else 2  # TIFF default: inch
+        if xres:
+            original["resolution"] = {"x_per_unit": xres, "resolution_unit": res_unit}
+            if res_unit in (2, 3):
+                scale, unit = 1.0 / xres, {2: "inch", 3: "cm"}[res_unit]
+                yres = _tag_ratio(page, "YResolution")
+                y_scale = 1.0 / yres if yres else None
+    if scale and y_scale and not math.isclose(float(scale), float(y_scale), rel_tol=0.01):
+        notes.append(_non_square_note(scale, y_scale, unit))
+    return scale, unit
+
+
+def tiff_pixel_size_nm(path) -> float | None:
+    """The pixel size in nm that :func:`read_image` would give a TIFF, without its pixels."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        scale, unit = _tiff_calibration(tif, {}, [])
+    return to_nm_per_px(scale, unit) if scale is not None else None
+
+
 def _read_tiff(path: Path):
     import tifffile
 
@@ -286,40 +337,7 @@ def _read_tiff(path: Path):
         axes = series.axes
         page = tif.pages[0]
         original: dict[str, Any] = {"axes": axes}
-        scale = unit = None
-        y_scale = None
-        if tif.is_ome and tif.ome_metadata:
-            original["ome"] = tif.ome_metadata[:20000]
-            scale, unit, y_scale = _ome_pixel_size(tif.ome_metadata)
-        if scale is None and tif.is_imagej and tif.imagej_metadata is not None:
-            ij = {k: v for k, v in tif.imagej_metadata.items() if _is_plain(v)}
-            original["imagej"] = ij
-            ij_unit = ij.get("unit")
-            xres = _tag_ratio(page, "XResolution")
-            if ij_unit and xres:
-                scale, unit = 1.0 / xres, str(ij_unit)
-                yres = _tag_ratio(page, "YResolution")
-                y_scale = 1.0 / yres if yres else None
-        if scale is None and getattr(tif, "is_fei", False) and tif.fei_metadata:
-            fei = tif.fei_metadata
-            original["fei"] = {k: v for k, v in fei.items() if isinstance(v, dict)}
-            for section in ("Scan", "EScan", "Image"):
-                pw = fei.get(section, {}).get("PixelWidth")
-                if pw:
-                    scale, unit = float(pw), "m"
-                    break
-        if scale is None:
-            xres = _tag_ratio(page, "XResolution")
-            res_unit = page.tags.get("ResolutionUnit")
-            res_unit = int(res_unit.value) if res_unit is not None else 2  # TIFF default: inch
-            if xres:
-                original["resolution"] = {"x_per_unit": xres, "resolution_unit": res_unit}
-                if res_unit in (2, 3):
-                    scale, unit = 1.0 / xres, {2: "inch", 3: "cm"}[res_unit]
-                    yres = _tag_ratio(page, "YResolution")
-                    y_scale = 1.0 / yres if yres else None
-        if scale and y_scale and not math.isclose(float(scale), float(y_scale), rel_tol=0.01):
-            meta["notes"].append(_non_square_note(scale, y_scale, unit))
+        scale, unit = _tiff_calibration(tif, original, meta["notes"])
         if "S" in axes and not axes.endswith("S") and data.ndim == len(axes):
             # planar RGB (PlanarConfiguration "separate": axes SYX): samples last, as a
             # contiguous RGB image, so it is read as one colour micrograph, not 3 frames
@@ -520,10 +538,12 @@ def _tag_ratio(page, name: str) -> float | None:
 
 
 def _ome_pixel_size(xml: str):
+    """(x size, its unit, y size in the x unit or None) of an OME-XML header's Pixels;
+    (None, None, None) when it has none or cannot be parsed."""
     try:
         root = ET.fromstring(xml)
     except ET.ParseError:
-        return None, None
+        return None, None, None
     for el in root.iter():
         if el.tag.split("}")[-1] == "Pixels":
             size = el.get("PhysicalSizeX")

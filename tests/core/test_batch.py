@@ -408,6 +408,31 @@ def test_large_tiff_goes_through_the_montage_path(tmp_path, tiny_model, tiny_che
     assert not failed.ok and "only blobs" in failed.failed[0][2]
 
 
+def test_the_montage_path_reads_every_tiff_calibration_and_rgb(tmp_path):
+    """open_montage gives a TIFF the pixel size read_image gives it (OME used to fail to open,
+    resolution tags in cm were dropped) and reads an RGB TIFF as its luminance."""
+    from napari_temdefect.io import read_image
+
+    img = disk_image(5, shape=(96, 128), n=4)
+    files = {
+        "ome.ome.tif": dict(ome=True, metadata={"PhysicalSizeX": 0.5,
+                                                "PhysicalSizeXUnit": "nm",
+                                                "PhysicalSizeY": 0.5,
+                                                "PhysicalSizeYUnit": "nm"}),
+        "ij.tif": dict(imagej=True, resolution=(2.0, 2.0), metadata={"unit": "nm"}),
+        "cm.tif": dict(resolution=(2e7, 2e7), resolutionunit="CENTIMETER"),
+    }
+    for name, kwargs in files.items():
+        tifffile.imwrite(tmp_path / name, img, tile=(32, 32), **kwargs)
+        arr, px = open_montage(tmp_path / name)
+        assert px == pytest.approx(read_image(tmp_path / name).pixel_size_nm) == 0.5, name
+        assert arr.shape == img.shape
+    rgb = np.stack([img, img, img], axis=-1)
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb", tile=(32, 32))
+    arr, _ = open_montage(tmp_path / "rgb.tif")
+    np.testing.assert_allclose(arr.compute(), img, rtol=1e-5)
+
+
 def test_interrupted_montage_resumes_from_its_finished_blocks(tmp_path, tiny_model):
     import zarr
 

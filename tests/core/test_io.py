@@ -444,3 +444,17 @@ def test_write_tiff_refuses_a_pixel_size_that_reading_would_drop(tmp_path):
     assert not (tmp_path / "x.tif").exists()
     write_tiff(tmp_path / "ok.tif", img, pixel_size_nm=9_000)
     assert read_image(tmp_path / "ok.tif").pixel_size_nm == pytest.approx(9_000)
+
+
+def test_an_ome_tiff_with_broken_xml_still_opens(tmp_path):
+    """tifffile falls back to the pixels when the OME-XML cannot be parsed; so does the
+    reader (it used to call the file unreadable), uncalibrated."""
+    import tifffile
+
+    desc = ('<?xml version="1.0" encoding="UTF-8"?><OME xmlns="http://www.openmicroscopy.org/'
+            'Schemas/OME/2016-06"><Image><Pixels PhysicalSizeX="0.5" </Image></OME>')
+    path = tmp_path / "broken.ome.tif"
+    tifffile.imwrite(path, np.arange(256, dtype=np.uint8).reshape(16, 16), description=desc,
+                     metadata=None)
+    m = read_image(path)
+    assert m.data.shape == (16, 16) and m.pixel_size_nm is None

@@ -57,20 +57,9 @@ class MontageReport:
 # ----------------------------------------------------------------------------- input
 
 def _tiff_pixel_size(path: Path) -> float | None:
-    import tifffile
+    from ..io import tiff_pixel_size_nm
 
-    from .. import io as tio
-
-    with tifffile.TiffFile(path) as tif:
-        page = tif.pages[0]
-        scale = unit = None
-        if tif.is_ome and tif.ome_metadata:
-            scale, unit = tio._ome_pixel_size(tif.ome_metadata)
-        if scale is None and tif.is_imagej and tif.imagej_metadata:
-            xres = tio._tag_ratio(page, "XResolution")
-            if tif.imagej_metadata.get("unit") and xres:
-                scale, unit = 1.0 / xres, str(tif.imagej_metadata["unit"])
-    return tio.to_nm_per_px(scale, unit) if scale is not None else None
+    return tiff_pixel_size_nm(path)  # the calibration read_image gives the same file
 
 
 def _zarr_pixel_size(node) -> float | None:
@@ -128,6 +117,9 @@ def open_montage(source):
         arr = source if isinstance(source, da.Array) else da.from_array(source, chunks=4096)
     if arr.ndim == 3 and arr.shape[0] == 1:
         arr = arr[0]
+    if arr.ndim == 3 and arr.shape[-1] in (3, 4):  # RGB(A): luminance, block by block
+        weights = np.array([0.299, 0.587, 0.114], np.float32)
+        arr = (arr[..., :3].astype(np.float32) * weights).sum(axis=-1)
     if arr.ndim != 2:
         raise TemDefectError(f"The montage has shape {arr.shape}; give one 2D image "
                              "(a single channel and frame).")
