@@ -139,6 +139,44 @@ def test_a_folder_gathers_every_run_and_never_mixes_two_images(batch_setup, tmp_
     assert pd.read_csv(out / "summary.csv")["image"].tolist() == ["img0", "img1", "img0-2"]
 
 
+def test_archived_inputs_stay_in_the_tables_and_a_missing_map_is_made(batch_setup, tmp_path):
+    """Images of an earlier run whose raw files were moved away since stay in the folder's
+    tables (their outputs are complete); an image analysed without its probability map is
+    redone when a run asks for the map."""
+    import shutil
+
+    data, paths, settings = batch_setup
+    first, later = tmp_path / "first", tmp_path / "later"
+    first.mkdir()
+    later.mkdir()
+    shutil.copy(paths[0], first / "a.tif")
+    shutil.copy(paths[1], later / "b.tif")
+    out = tmp_path / "out"
+    assert run_batch([first], out, settings, progress=False).ok
+    shutil.move(first, tmp_path / "archived")
+    no_map = BatchSettings(**{**settings.__dict__, "save_probability": False})
+    assert run_batch([later], out, no_map, progress=False).ok
+    assert pd.read_csv(out / "summary.csv")["image"].tolist() == ["a", "b"]
+    assert not (out / "images" / "b" / "b_probability.tif").exists()
+    again = run_batch([later], out, settings, progress=False)
+    assert again.done == ["b"] and (out / "images" / "b" / "b_probability.tif").is_file()
+    assert pd.read_csv(out / "summary.csv")["image"].tolist() == ["a", "b"]
+
+
+def test_a_zarr_input_whose_chunks_change_is_redone(tmp_path):
+    import zarr
+
+    from napari_temdefect.batch.runner import _source_stamp
+
+    z = zarr.open(str(tmp_path / "m.zarr"), mode="w", shape=(64, 64), chunks=(32, 32),
+                  dtype="f4")
+    z[:] = 1.0
+    before = _source_stamp(tmp_path / "m.zarr")
+    time.sleep(0.01)
+    z[:32, :32] = 5.0  # one chunk rewritten, metadata untouched
+    assert _source_stamp(tmp_path / "m.zarr") != before
+
+
 def test_a_folder_resumes_from_another_working_directory(batch_setup, tmp_path, monkeypatch):
     """run.json records absolute inputs: relative paths typed in one folder and absolute ones
     later are the same images (they were taken for new ones, renamed img0-2 and redone)."""

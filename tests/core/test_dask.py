@@ -61,3 +61,20 @@ def test_cluster_run_equals_serial_run(tmp_path, tiny_model, tiny_checkpoint):
             pd.testing.assert_frame_equal(got, ref, rtol=1e-4)
     assert len(pd.read_csv(tmp_path / "serial" / "objects.csv")) > 0
     assert pd.read_csv(tmp_path / "dask" / "failures.csv")["image"].tolist() == ["broken"]
+
+
+def test_a_worker_reloads_a_checkpoint_resaved_at_the_same_path(tmp_path, tiny_model):
+    from napari_temdefect.batch.dask_runner import worker_model
+    import torch
+
+    from napari_temdefect.batch.runner import sha256_file
+
+    path = tiny_model.save(tmp_path / "m.safetensors")
+    first = worker_model(str(path), "cpu", sha256_file(path))
+    assert worker_model(str(path), "cpu", sha256_file(path)) is first  # loaded once
+    with torch.no_grad():
+        next(tiny_model.module.parameters()).add_(1.0)
+    tiny_model.save(path, overwrite=True)
+    second = worker_model(str(path), "cpu", sha256_file(path))
+    assert second is not first
+    assert not torch.equal(next(second.module.parameters()), next(first.module.parameters()))

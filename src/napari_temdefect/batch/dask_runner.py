@@ -77,9 +77,11 @@ def connect(scheduler):
         client.close()
 
 
-def worker_model(ref: str, device):
-    """The model for ``ref`` on this worker process, loaded on first use only."""
-    key = (ref, device)
+def worker_model(ref: str, device, sha256: str | None = None):
+    """The model for ``ref`` on this worker process, loaded on first use only. ``sha256`` (of
+    the checkpoint the batch resolved) is part of the key, so a checkpoint re-saved at the
+    same path is loaded again by a long-lived worker instead of predicting with the old one."""
+    key = (ref, device, sha256)
     model = _MODELS.get(key)
     if model is None:
         from ..models import load_model
@@ -105,7 +107,7 @@ def process_task(path: str, name: str, ref: str, settings: dict, out_dir: str, k
 
     worker = f"{os.getpid()}@{socket.gethostname()}"
     try:
-        model = worker_model(ref, settings.get("device"))
+        model = worker_model(ref, settings.get("device"), key.get("model_sha256"))
     except Exception as exc:  # noqa: BLE001 - reported per image, the batch goes on
         return ImageOutcome(name, path, "failed", error=f"the worker could not load the model: "
                             f"{exc}", worker=worker, model_loads=_LOADS["count"])

@@ -202,8 +202,9 @@ def image_dir(out_dir: Path, name: str) -> Path:
 
 def _source_stamp(path: Path) -> dict:
     p = Path(path)
-    if p.is_dir():  # a zarr store: its metadata files change when it is rewritten
-        stats = [f.stat() for f in sorted(p.glob("*")) if f.is_file()]
+    if p.is_dir():  # a zarr store: every file, chunks included (zarr 3 keeps them in c/,
+        # OME-Zarr in 0/; the top-level metadata does not change when the data is rewritten)
+        stats = [f.stat() for f in sorted(p.rglob("*")) if f.is_file()]
         return {"size": sum(s.st_size for s in stats),
                 "mtime_ns": max((s.st_mtime_ns for s in stats), default=0)}
     st = p.stat()
@@ -217,8 +218,13 @@ def read_marker(out_dir: Path, name: str) -> dict | None:
         return None
 
 
-def is_done(out_dir: Path, name: str, path: Path, result_key: dict) -> tuple[bool, str]:
-    """Whether ``name`` has complete outputs for this input and these settings (and why not)."""
+def is_done(out_dir: Path, name: str, path: Path, result_key: dict,
+            probability: bool = False, this_run: bool = True) -> tuple[bool, str]:
+    """Whether ``name`` has complete outputs for this input and these settings (and why not).
+
+    ``probability``: the run asks for the probability map, so a marker without one is not
+    done. ``this_run=False`` (an image that only an earlier run named): its marker and outputs
+    decide; the input file may have been moved or archived since."""
     marker = read_marker(out_dir, name)
     if marker is None:
         return False, "not processed yet"
@@ -231,7 +237,11 @@ def is_done(out_dir: Path, name: str, path: Path, result_key: dict) -> tuple[boo
         if marker.get("source") != _source_stamp(path):
             return False, "the input file changed since it was processed"
     except OSError:
-        return False, "the input file cannot be read"
+        if this_run:
+            return False, "the input file cannot be read"
+    outputs = marker.get("outputs", [])
+    if probability and this_run and not any("_probability." in f for f in outputs):
+        return False, "the probability map was not saved then"
     folder = image_dir(out_dir, name)
     missing = [f for f in marker.get("outputs", []) if not (folder / f).exists()]
     if missing:
@@ -564,7 +574,8 @@ def run_batch(inputs, out_dir, settings: BatchSettings, *, scheduler=None, recur
     result = BatchResult(out_dir=out_dir, total=len(names), ignored=list(found.skipped))
     todo = []
     for path, name in zip(found.paths, names):
-        done, _why = (False, "") if settings.overwrite else is_done(out_dir, name, path, key)
+        done, _why = (False, "") if settings.overwrite else is_done(
+            out_dir, name, path, key, probability=settings.save_probability)
         (result.skipped.append(name) if done else todo.append((path, name)))
 
     from tqdm.auto import tqdm
@@ -606,16 +617,17 @@ def run_batch(inputs, out_dir, settings: BatchSettings, *, scheduler=None, recur
         bar.close()
         summary_live.close()
         objects_live.close()
-        _finish(result, batch, out_dir, key)
+        _finish(result, batch, out_dir, key, set(names))
         summary_live.remove()
         objects_live.remove()
     result.seconds = time.perf_counter() - start
     return result
 
 
-def _finish(result: BatchResult, jobs, out_dir: Path, key: dict) -> None:
+def _finish(result: BatchResult, jobs, out_dir: Path, key: dict, current: set) -> None:
     """Rebuild the batch CSVs in input order from every image that has complete outputs."""
-    complete = [n for p, n in jobs if is_done(out_dir, n, p, key)[0]]
+    complete = [n for p, n in jobs
+                if is_done(out_dir, n, p, key, this_run=n in current)[0]]
     if complete:
         concat_csvs([image_dir(out_dir, n) / f"{n}_{SUMMARY_CSV}" for n in complete],
                     out_dir / SUMMARY_CSV)
