@@ -29,16 +29,28 @@ def _check_paths(images):
             raise TemDefectError(f"{image} does not exist; check the path.")
 
 
-def setup_viewer(viewer, images=(), sample="bubbles", model=None):
-    """Dock the four widgets (tabbed), open images or a sample, and preselect the model.
-
-    Returns the dict of docked widgets by name. Used by ``run`` and by the tests.
-    """
-    from ..widgets._common import layer_kind
+def read_layers(images) -> list[tuple]:
+    """napari layer data for each image, read by the plugin's own reader, so a file it cannot
+    read is one sentence before the window opens (napari only says "returned no data")."""
+    from ..io import read_image
+    from ..reader import layer_data
 
     _check_paths(images)
-    for image in images:
-        viewer.open(str(image), plugin="napari-temdefect")
+    return [layer_data(read_image(image)) for image in images]
+
+
+def setup_viewer(viewer, images=(), sample="bubbles", model=None, layers=None):
+    """Dock the four widgets (tabbed), open images or a sample, and preselect the model.
+
+    ``layers``: the images' layer data already read (:func:`read_layers`). Returns the dict of
+    docked widgets by name. Used by ``run`` and by the tests.
+    """
+    from napari.layers import Layer
+
+    from ..widgets._common import layer_kind
+
+    for data, kwargs, kind in (read_layers(images) if layers is None else layers):
+        viewer.add_layer(Layer.create(data, dict(kwargs), kind))
     if not images and sample and sample != "none":
         viewer.open_sample("napari-temdefect", sample)
     docked, widgets = [], {}
@@ -62,10 +74,10 @@ def setup_viewer(viewer, images=(), sample="bubbles", model=None):
 
 
 def run(args) -> int:
-    _check_paths(args.images)  # before the window opens
+    layers = read_layers(args.images)  # before the window opens: a bad file is one sentence
     import napari
 
     viewer = napari.Viewer(title="napari-temdefect")
-    setup_viewer(viewer, args.images, args.sample, args.model)
+    setup_viewer(viewer, args.images, args.sample, args.model, layers=layers)
     napari.run()
     return 0
