@@ -338,6 +338,13 @@ def _read_tiff(path: Path):
         page = tif.pages[0]
         original: dict[str, Any] = {"axes": axes}
         scale, unit = _tiff_calibration(tif, original, meta["notes"])
+        if ("S" in axes and not axes.endswith("S") and data.ndim == len(axes)
+                and np.issubdtype(data.dtype, np.floating)):
+            # tifffile (before 2026) stored any (3|4, H, W) array as planar RGB(A): a float
+            # one is a stack of frames or maps (no camera writes float colour)
+            axes = axes.replace("S", "Z")
+            meta["notes"].append(f"{data.shape[axes.index('Z')]} float planes stored as planar "
+                                 "RGB: read as frames, not colour")
         if "S" in axes and not axes.endswith("S") and data.ndim == len(axes):
             # planar RGB (PlanarConfiguration "separate": axes SYX): samples last, as a
             # contiguous RGB image, so it is read as one colour micrograph, not 3 frames

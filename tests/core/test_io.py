@@ -218,6 +218,18 @@ def test_planar_rgb_tiff_is_one_colour_image_not_three_frames(tmp_path):
     np.testing.assert_allclose(planar.data, contig.data, rtol=1e-6)
 
 
+@pytest.mark.parametrize("frames", [3, 4])
+def test_a_small_float_stack_stored_as_planar_rgb_is_frames(tmp_path, frames):
+    """tifffile stores a (3|4, H, W) array as planar RGB(A) unless told otherwise; a float one
+    is a stack of maps or frames, not a colour image whose 4th frame is 'alpha'."""
+    stack = np.random.default_rng(0).random((frames, 20, 30)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "s.tif", stack, photometric="rgb", planarconfig="separate")
+    m = read_image(tmp_path / "s.tif")
+    assert m.data.shape == (frames, 20, 30) and m.is_stack
+    np.testing.assert_array_equal(m.data, stack)
+    assert any("read as frames" in n for n in m.metadata["notes"])
+
+
 def test_colour_palette_png_keeps_label_indices(tmp_path):
     from PIL import Image
 
