@@ -37,6 +37,14 @@ def test_folders_globs_and_non_images(tmp_path):
     assert [p.relative_to(data).as_posix() for p in deep.paths] == [
         "img0.tif", "img1.tif", "img2.tif", "sub/img0.tif"]
 
+    # inputs inside the output folder (`analyze raw --out .`): only its images/ is left out
+    write_images(tmp_path / "images" / "img0", 1)  # a batch's own outputs
+    inside = expand_inputs([data], exclude=tmp_path)
+    assert [p.name for p in inside.paths] == ["img0.tif", "img1.tif", "img2.tif"]
+    whole = expand_inputs([tmp_path], exclude=tmp_path, recursive=True).paths
+    assert len(whole) == 5 and not any(p.relative_to(tmp_path).parts[0] == "images"
+                                       for p in whole)
+
     globbed = expand_inputs([str(data / "img[12].tif"), data / "img1.tif"])
     assert [p.name for p in globbed.paths] == ["img1.tif", "img2.tif"]  # sorted, de-duplicated
 

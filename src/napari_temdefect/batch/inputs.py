@@ -72,7 +72,9 @@ def _scan_folder(folder: Path, recursive: bool, exclude: Path | None, out: Expan
 def expand_inputs(inputs, recursive: bool = False, exclude=None) -> ExpandedInputs:
     """Expand files, folders and glob patterns into a sorted, de-duplicated list of images.
 
-    ``exclude`` is a folder (the output folder) whose contents are never taken as input.
+    ``exclude`` is a folder (the output folder) whose contents are never taken as input. An
+    input inside it (``temdefect analyze raw --out .``) is scanned, leaving out only the
+    folder's ``images/`` (what a batch writes there).
     Raises :class:`TemDefectError` when an input does not exist or nothing is left to process.
     """
     if isinstance(inputs, (str, os.PathLike)):
@@ -84,7 +86,9 @@ def expand_inputs(inputs, recursive: bool = False, exclude=None) -> ExpandedInpu
         path = Path(text)
         if path.exists():
             if path.is_dir() and path.suffix.lower() not in ARRAY_FOLDER_SUFFIXES:
-                _scan_folder(path, recursive, exclude, found)
+                inside = exclude is not None and _within(path, exclude)
+                _scan_folder(path, recursive, exclude / "images" if inside else exclude,
+                             found)
             else:
                 found.paths.append(path)  # named explicitly: kept, failures reported later
         elif _GLOB_CHARS & set(text):
