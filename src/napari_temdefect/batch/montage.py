@@ -128,6 +128,17 @@ def open_montage(source):
     return arr, pixel_size
 
 
+_MIN_READ = 64
+
+
+def _at_least(lo: int, hi: int, size: int) -> tuple[int, int]:
+    """Grow the window [lo, hi) to _MIN_READ px (or the whole axis), keeping it in [0, size)."""
+    if hi - lo >= min(_MIN_READ, size):
+        return lo, hi
+    lo = max(0, hi - _MIN_READ)
+    return lo, min(size, lo + _MIN_READ)
+
+
 def montage_stats(arr, normalization: dict | None = None) -> tuple[float, float]:
     """Whole-image (offset, scale) from windows spread evenly over the montage.
 
@@ -140,7 +151,7 @@ def montage_stats(arr, normalization: dict | None = None) -> tuple[float, float]
     if h * w <= _STAT_PIXELS:
         return normalization_stats(np.asarray(arr), normalization)
     n = _STAT_WINDOWS
-    side = max(8, int(math.sqrt(_STAT_PIXELS / (n * n))))
+    side = min(max(8, int(math.sqrt(_STAT_PIXELS / (n * n)))), h, w)  # a strip: its width
     ys = np.linspace(0, h - side, n).astype(int)
     xs = np.linspace(0, w - side, n).astype(int)
     sample = np.concatenate([
@@ -252,6 +263,10 @@ def predict_montage(model, source, folder, *, block: int = 4096, halo: int = 128
             continue
         y0, y1, x0, x1 = core
         ey0, ey1, ex0, ex1 = _expand(core, halo, (h, w))
+        # a narrow last block (small halo) reads at least _MIN_READ px, as far as the image
+        # goes: the network needs a few pixels of context (and 8 px at the least)
+        ey0, ey1 = _at_least(ey0, ey1, h)
+        ex0, ex1 = _at_least(ex0, ex1, w)
         region = np.asarray(arr[ey0:ey1, ex0:ex1])
         res = predict(model, region, tile=tile, overlap=overlap, tta=tta,
                       threshold=threshold, device=device, batch_size=batch_size,
