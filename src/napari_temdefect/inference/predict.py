@@ -89,10 +89,15 @@ def _amp_dtype(device):
 
 
 def _forward(module, x, amp_dtype):
+    import contextlib
+
     import torch
 
-    with torch.autocast(device_type=x.device.type, dtype=amp_dtype or torch.float32,
-                        enabled=amp_dtype is not None):
+    # no autocast context at all without AMP: older torch refuses autocast(device_type="mps")
+    # even disabled
+    amp = contextlib.nullcontext() if amp_dtype is None else torch.autocast(
+        device_type=x.device.type, dtype=amp_dtype)
+    with amp:
         logits = module(x)
     if isinstance(logits, (tuple, list)):
         logits = logits[0]
