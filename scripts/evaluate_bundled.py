@@ -83,6 +83,8 @@ def evaluate_image(model, image, truth, kind, tta=False) -> tuple[dict, np.ndarr
     f1 = pixel_f1(pred, truth)
     row = {"pixel_f1": f1.f1, "precision": f1.precision, "recall": f1.recall,
            "boundary_f1_3px": boundary_f1(pred, truth, 3.0).f1,
+           # the stricter reading: centrelines within 3 px (a too-wide line is not forgiven)
+           "centreline_f1_3px": boundary_f1(pred, truth, 3.0, centreline=True).f1,
            "ece": ece(prob, truth, bins=15),
            "error_auroc": auroc(1.0 - res.confidence, wrong),
            "error_fraction": float(wrong.mean()), "seconds": seconds}
@@ -93,12 +95,15 @@ def evaluate_image(model, image, truth, kind, tta=False) -> tuple[dict, np.ndarr
     for t in SWEEP:
         if t == 0.5:  # the headline numbers above: the product's own mask at 0.5
             sweep["0.5"] = {"pixel_f1": row["pixel_f1"], "boundary_f1_3px":
-                            row["boundary_f1_3px"], **{f"pred_{k}": v for k, v in pq.items()}}
+                            row["boundary_f1_3px"], "centreline_f1_3px":
+                            row["centreline_f1_3px"],
+                            **{f"pred_{k}": v for k, v in pq.items()}}
             continue
         m = prob > t
         q = _quant(m, kind)
         sweep[f"{t:g}"] = {"pixel_f1": pixel_f1(m, truth).f1,
                            "boundary_f1_3px": boundary_f1(m, truth, 3.0).f1,
+                           "centreline_f1_3px": boundary_f1(m, truth, 3.0, centreline=True).f1,
                            **{f"pred_{k}": v for k, v in q.items()}}
     row["sweep"] = sweep
     idx = np.minimum((prob * BINS).astype(int), BINS - 1).ravel()
@@ -109,11 +114,16 @@ def evaluate_image(model, image, truth, kind, tta=False) -> tuple[dict, np.ndarr
 
 
 def at_threshold(rows, t: float) -> list[dict]:
-    """The rows with pixel F1, boundary F1 and predicted counts taken at threshold ``t``."""
+    """The rows with pixel F1, boundary F1 and predicted counts taken at threshold ``t``.
+
+    ECE does not depend on the threshold; the error AUROC is the 0.5 mask's (its "errors" are
+    that mask's), so away from 0.5 it is left out rather than mislabelled."""
     out = []
     for r in rows:
         r2 = dict(r)
         r2.update(r["sweep"][f"{t:g}"])
+        if t != 0.5:
+            r2["error_auroc"] = float("nan")
         out.append(r2)
     return out
 
@@ -136,14 +146,37 @@ def choose_threshold(kind, rows, folds=TUNING_FOLDS) -> float:
     return float(min(SWEEP, key=cost))
 
 
+def _code_hash() -> str:
+    """Hash of the package code that a cached row depends on, and of this script."""
+    import hashlib
+
+    import napari_temdefect
+
+    pkg = Path(napari_temdefect.__file__).parent
+    files = sorted([*pkg.glob("inference/*.py"), *pkg.glob("quantify/*.py"),
+                    pkg / "metrics.py", pkg / "preprocess.py", Path(__file__)])
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+CODE = _code_hash()
+
+#: Counts, whose error is taken on the totals over the held-out images.
+TOTALS = ("grain_count", "convex_grain_count", f"grain_count_gap{GAP_WIDE}", "count")
+
+
 def _rel(pred, true):
     return (pred - true) / true if true else float("nan")
 
 
 def summarize(kind, rows) -> dict:
     out = {"images": len(rows)}
-    for key in ("pixel_f1", "boundary_f1_3px", "ece", "error_auroc"):
-        vals = np.array([r[key] for r in rows], float)
+    for key in ("pixel_f1", "boundary_f1_3px", "centreline_f1_3px", "ece", "error_auroc"):
+        vals = np.array([r.get(key, np.nan) for r in rows], float)
+        if np.isnan(vals).all():  # older cache rows, or the AUROC away from 0.5
+            continue
         out[key] = float(np.nanmean(vals))
         out[key + "_min"] = float(np.nanmin(vals))
     if kind == "grain-boundary":
@@ -155,8 +188,10 @@ def summarize(kind, rows) -> dict:
         true = np.array([r.get(f"true_{key}", np.nan) for r in rows], float)
         rel = np.array([_rel(p, t) for p, t in zip(pred, true)])
         # signed error of the totals (all held-out images together) and mean |error| per image
-        out[f"{key}_total_error"] = float(_rel(pred.sum(), true.sum())) if key.endswith("count") \
-            else float(np.nanmean(rel))
+        if key in TOTALS:
+            out[f"{key}_total_error"] = float(_rel(pred.sum(), true.sum()))
+        else:  # a size or fraction: its totals mean nothing, the mean signed error per image
+            out[f"{key}_mean_error"] = float(np.nanmean(rel))
         out[f"{key}_mean_abs_error"] = float(np.nanmean(np.abs(rel)))
     return out
 
@@ -221,6 +256,9 @@ def main(argv=None) -> int:
                     help="score the held-out images with their contrast inverted (how bubbles "
                          "look on the other side of focus)")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--no-cache", action="store_true",
+                    help="measure every image again (default: reuse runs/bundled/eval_cache rows "
+                         "of the same checkpoint and the same code)")
     ap.add_argument("--figures", action="store_true", help="write docs/figures/calibration.png")
     ap.add_argument("--samples", action="store_true",
                     help="instead: score the shipped models on the napari sample images")
@@ -255,11 +293,15 @@ def main(argv=None) -> int:
                 continue
             model = None
             for name in held:
-                # per-image results are cached against the checkpoint's mtime (re-runs are cheap)
+                # per-image results are cached against the checkpoint's mtime and the code
+                # that makes them (prediction, metrics, counting), so re-runs are cheap and
+                # a changed pipeline is measured again
                 cache = RUNS / "eval_cache" / f"{folder}{flags}" / f"{kind}-fold{k}-{name}.json"
                 stamp = ckpt.stat().st_mtime
-                cached = json.loads(cache.read_text()) if cache.exists() else {}
-                if cached.get("mtime") == stamp and "sweep" in cached.get("row", {}):
+                cached = json.loads(cache.read_text()) if cache.exists() and not args.no_cache \
+                    else {}
+                if (cached.get("mtime") == stamp and cached.get("code") == CODE
+                        and "sweep" in cached.get("row", {})):
                     row, h = cached["row"], np.array(cached["hist"])
                 else:
                     model = model or load_model(ckpt, device="cpu")
@@ -268,7 +310,7 @@ def main(argv=None) -> int:
                         image = invert_image(image)
                     row, h = evaluate_image(model, image, data[name]["mask"], kind, args.tta)
                     row.update(image=name, fold=k)
-                    write_json(cache, {"mtime": stamp, "row": row, "hist": h})
+                    write_json(cache, {"mtime": stamp, "code": CODE, "row": row, "hist": h})
                 rows.append(row)
                 hist += h
                 print(f"{kind} fold {k} {name}: " + ", ".join(
@@ -290,9 +332,9 @@ def main(argv=None) -> int:
     if args.figures and hists:
         reliability_figure(hists, ROOT / "docs" / "figures" / f"calibration{suffix}.png")
     print(f"\nwrote {out_path}\n")
-    print("| model | images | pixel F1 | F1 (3 px) | count error (total) | mean abs count error "
-          "| ECE | error AUROC |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| model | images | pixel F1 | F1 (3 px) | centreline F1 (3 px) | count error (total) "
+          "| mean abs count error | ECE | error AUROC |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for kind, m in report["models"].items():
         key = "grain_count" if kind == "grain-boundary" else "count"
         for label, s in (("0.5", m["summary"]), (f"{m['threshold']:g}", m["summary_at_threshold"]),
@@ -301,8 +343,9 @@ def main(argv=None) -> int:
             if s is None:
                 continue
             print(f"| {kind} @ {label} | {s['images']} | {s['pixel_f1']:.3f} | "
-                  f"{s['boundary_f1_3px']:.3f} | {s[key + '_total_error']:+.1%} | "
-                  f"{s[key + '_mean_abs_error']:.1%} | {s['ece']:.3f} | {s['error_auroc']:.3f} |")
+                  f"{s['boundary_f1_3px']:.3f} | {s.get('centreline_f1_3px', float('nan')):.3f} | "
+                  f"{s[key + '_total_error']:+.1%} | {s[key + '_mean_abs_error']:.1%} | "
+                  f"{s['ece']:.3f} | {s.get('error_auroc', float('nan')):.3f} |")
     return 0
 
 

@@ -2,12 +2,17 @@
 
 * ``pixel_f1``: F1 of foreground pixels (the seed paper's metric, threshold 0.5).
 * ``boundary_f1``: F1 with a distance tolerance, for thin lines: a predicted pixel counts as
-  correct if a true pixel lies within ``tolerance_px`` (and vice versa for recall).
+  correct if a true pixel lies within ``tolerance_px`` (Euclidean, ≤; and vice versa for
+  recall). On the masks as given, so it forgives width as well as position (a line drawn
+  twice as wide scores 1); ``centreline=True`` scores the skeletons of both, which forgives
+  position only.
 * ``object_f1``: F1 over objects matched one-to-one at IoU ≥ ``iou``.
 * ``auroc``: area under the ROC curve of a score predicting a binary event (rank formula).
 * ``ece``: expected calibration error of foreground probabilities, equal-width bins.
 
-Pixels where ``ignore`` is True are left out everywhere.
+Pixels where ``ignore`` is True are left out everywhere. Conventions: two empty masks give
+F1 1 (nothing to find, nothing found), one empty side 0; ``auroc`` is NaN when only one class
+is present, ``ece`` NaN when no pixel is left.
 """
 
 from __future__ import annotations
@@ -48,11 +53,21 @@ def pixel_f1(pred, truth, ignore=None) -> F1:
     return _f1(tp, fp, fn)
 
 
-def boundary_f1(pred, truth, tolerance_px: float = 3.0, ignore=None) -> F1:
+def boundary_f1(pred, truth, tolerance_px: float = 3.0, ignore=None,
+                centreline: bool = False) -> F1:
     """Tolerant F1 for line structures: precision counts predicted pixels within
-    ``tolerance_px`` of the truth, recall counts true pixels within it of the prediction."""
+    ``tolerance_px`` of the truth, recall counts true pixels within it of the prediction.
+
+    ``centreline``: thin both masks to their skeletons first (the boundary F1 of edge
+    detection, without its one-to-one matching), so a too-wide line is not forgiven."""
     pred, truth = np.asarray(pred) > 0, np.asarray(truth) > 0
     keep = _keep(pred.shape, ignore)
+    # ignored pixels are neither found nor wanted: they must not make a neighbour correct
+    pred, truth = pred & keep, truth & keep
+    if centreline:
+        from skimage.morphology import skeletonize
+
+        pred, truth = skeletonize(pred), skeletonize(truth)
     dist_to_truth = ndi.distance_transform_edt(~truth) if truth.any() else np.full(pred.shape, np.inf)
     dist_to_pred = ndi.distance_transform_edt(~pred) if pred.any() else np.full(pred.shape, np.inf)
     p_ok = np.count_nonzero(pred & keep & (dist_to_truth <= tolerance_px))
@@ -125,7 +140,7 @@ def ece(probability, truth, bins: int = 15, ignore=None) -> float:
     """Expected calibration error of per-pixel foreground probabilities."""
     p = np.asarray(probability, dtype=np.float64)
     t = np.asarray(truth) > 0
-    keep = _keep(p.shape, ignore)
+    keep = _keep(p.shape, ignore) & np.isfinite(p)  # a NaN probability is no prediction
     p, t = p[keep], t[keep]
     if p.size == 0:
         return float("nan")
