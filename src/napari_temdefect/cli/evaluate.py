@@ -33,7 +33,8 @@ def add_parser(sub):
     add_measure_arguments(p, kind_required=False)
     p.add_argument("--iou", type=float, default=0.5, help="IoU for an object match (default 0.5)")
     p.add_argument("--tolerance", type=float, default=3.0, metavar="PX",
-                   help="distance tolerance of the boundary F1 in px (default 3)")
+                   help="distance tolerance of the boundary F1 in px (default 3; on the masks, "
+                        "so line width is forgiven too)")
     p.add_argument("--out", "-o", default=None, metavar="METRICS.csv",
                    help="also write the metrics table as CSV")
     p.add_argument("--overlay-dir", default=None, metavar="DIR",
