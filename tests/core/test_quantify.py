@@ -599,6 +599,23 @@ def test_grey_levels_are_not_taken_for_instance_labels(what, rng):
     assert len(quantify(lab, "blobs", PX).objects) == 9
 
 
+def test_compare_scores_pixels_on_the_masks_as_given():
+    """Pixel F1 is the seed paper's, on the masks: a speck below the counting minimum is still a
+    wrong pixel (it used to be scored on what counting kept)."""
+    truth = np.zeros((64, 64), np.uint8)
+    truth[10:20, 10:20] = 1
+    pred = truth.copy()
+    pred[40:42, 40:42] = 1  # 4 px: dropped from the counts (minimum 5), not from the pixels
+    m = compare(pred, truth, "blobs", PX).metrics.iloc[0]
+    assert m["count_pred"] == m["count_truth"] == 1
+    assert m["pixel_f1"] == pytest.approx(2 * 100 / (2 * 100 + 4))
+    b = grid_boundaries()
+    speck = b.copy()
+    speck[5:7, 5:7] = True  # a 4-px island in a grain: boundary pixels of the mask
+    g = compare(speck, b, "grains", PX).metrics.iloc[0]
+    assert g["pixel_f1"] == pytest.approx(2 * b.sum() / (2 * b.sum() + 4))
+
+
 def test_compare_leaves_out_what_the_reference_marks_ignore():
     """A reference annotated with an ignore region is not a claim about that region: what the
     prediction finds there is neither a false positive nor counted."""
