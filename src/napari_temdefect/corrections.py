@@ -269,7 +269,6 @@ def _components_keeping_ids(final: np.ndarray, prev: np.ndarray,
     * A new component next to pixels the user ``removed`` and with no labelled pixel is the
       rim that a lower threshold adds around a deleted object: it stays deleted.
     """
-    from skimage.measure import label as label_equal
     from skimage.segmentation import watershed
 
     comps, n = ndi.label(final, structure=_STRUCT8)
@@ -314,7 +313,7 @@ def _components_keeping_ids(final: np.ndarray, prev: np.ndarray,
     comps_of = np.bincount(pairs[:, 1]) if pairs.size else np.zeros(1, int)
     multi = np.flatnonzero(comps_of > 1)
     if multi.size:
-        pieces = label_equal(prev_def, background=0, connectivity=2)
+        pieces = _pieces(np.where(np.isin(prev_def, multi), prev_def, 0))
         sel = both & (out == prev_def) & np.isin(prev_def, multi)
         triples, counts = np.unique(np.stack([prev_def[sel], comps[sel], pieces[sel]], axis=1),
                                     axis=0, return_counts=True)
@@ -334,6 +333,20 @@ def _components_keeping_ids(final: np.ndarray, prev: np.ndarray,
                 sl = slices[comp - 1]
                 region = out[sl]
                 region[(comps[sl] == comp) & (region == i)] = fresh()
+    return out
+
+
+def _pieces(labels: np.ndarray) -> np.ndarray:
+    """A distinct number for every 8-connected piece of every id (each id in its box)."""
+    out = np.zeros(labels.shape, np.int64)
+    nxt = 1
+    for i, sl in enumerate(ndi.find_objects(labels), start=1):
+        if sl is None:
+            continue
+        lab, k = ndi.label(labels[sl] == i, structure=_STRUCT8)
+        region = out[sl]
+        region[lab > 0] = lab[lab > 0] + (nxt - 1)
+        nxt += k
     return out
 
 
