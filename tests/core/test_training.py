@@ -247,7 +247,7 @@ def test_every_numeric_option_is_validated_in_one_line(tiny_model, tset):
                               ("dice_weight", float("nan"), "dice_weight must be zero"),
                               ("edited_weight", -10, "edited_weight must be zero"),
                               ("pos_weight", -5, "pos_weight must be a positive"),
-                              ("seed", -1, "seed must be zero or a positive")):
+                              ("seed", -1, "seed must be an integer from 0")):
         with pytest.raises(TemDefectError, match=match):
             finetune(tiny_model, tset, TrainConfig(steps=1, **{field: bad}, **FAST))
 
@@ -595,3 +595,71 @@ def test_changed_weights_no_longer_claim_the_parents_cross_validation(tiny_model
     assert result.best_step > 0  # the weights did change
     assert "cv_metrics" not in tiny_model.metadata
     assert tiny_model.metadata["parent_cv_metrics"]["at_0.5"]["pixel_f1"] == 0.9
+
+
+@pytest.mark.parametrize("shape, patch", [((150, 150), 160), ((200, 200), 224), ((60, 300), 256),
+                                          ((9, 70), 64)])
+def test_validation_tiles_lie_on_real_pixels_for_awkward_sizes(shape, patch):
+    """Images of 129-160 or 193-224 px got no validation at all, and a strip padded up to the
+    patch could get tiles made only of padding (loss 0, F1 1 at every step: early stopping
+    then restored the untrained weights)."""
+    from napari_temdefect.training.dataset import _val_tiles
+
+    rng = np.random.default_rng(0)
+    h, w = max(shape[0], patch), max(shape[1], patch)
+    valid = np.zeros((h, w), bool)
+    valid[:shape[0], :shape[1]] = True  # the rest is padding
+    fg = np.zeros((h, w), bool)
+    fg[2:6, 2:6] = fg[shape[0] - 6:shape[0] - 2, shape[1] - 6:shape[1] - 2] = True
+    tiles = _val_tiles(fg, valid, patch, 0.15, rng)
+    if min(shape) < 32:
+        assert tiles == []  # too small to hold a tile back: no validation, said so
+        return
+    assert tiles, "no validation"
+    for y, x, t in tiles:
+        assert t % 32 == 0 and valid[y:y + t, x:x + t].mean() >= 0.5
+
+
+def test_a_strip_image_trains_instead_of_restoring_the_start(tiny_model):
+    rng = np.random.default_rng(0)
+    img = rng.normal(0.5, 0.05, (60, 300)).astype(np.float32)
+    lab = np.zeros((60, 300), np.uint8)
+    for x in range(20, 280, 40):
+        lab[20:32, x:x + 12] = 1
+        img[20:32, x:x + 12] -= 0.3
+    before = {k: v.clone() for k, v in tiny_model.module.state_dict().items()}
+    result = finetune(tiny_model, [TrainingEntry(img, lab)],
+                      TrainConfig(steps=12, batch_size=2, eval_every=2, seed=0, device="cpu"))
+    assert {h["val_f1"] for h in result.history if h["val_f1"] is not None} != {1.0}
+    after = tiny_model.module.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_train_with_a_config_trains_every_layer_and_batchnorm_unless_told(tset):
+    """TrainConfig(steps=...) passed to train() used to inherit the fine-tune defaults: the
+    random stem and first stage frozen, BatchNorm statistics kept at their init."""
+    from napari_temdefect.training import train
+
+    spec = dict(arch="unet", encoder="resnet18",
+                options={"encoder_depth": 3, "decoder_channels": [32, 16, 8]})
+    last = dict(FAST, val_fraction=0.0)  # no validation: the last weights are kept
+    result = train(spec, tset, TrainConfig(steps=2, device="cpu", **last))
+    config = result.model.history[-1]["config"]
+    assert config["depth"] == "all" and config["freeze_bn"] is False
+    bn = result.model.module.encoder.bn1.running_var
+    assert not torch.allclose(bn, torch.ones_like(bn))  # statistics learned
+    told = train(spec, tset, TrainConfig(steps=2, depth="deep", freeze_bn=True, device="cpu",
+                                         **FAST))
+    assert told.model.history[-1]["config"]["depth"] == "deep"
+    tuned = finetune(result.model, tset, TrainConfig(steps=2, device="cpu", **FAST))
+    assert tuned.model.history[-1]["config"]["depth"] == "deep"  # fine-tuning's defaults
+    assert tuned.model.history[-1]["config"]["freeze_bn"] is True
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("steps", "x", "steps must be a number"), ("lr", "abc", "lr must be a number"),
+    ("seed", 2 ** 70, "seed must be an integer from 0"),
+    ("blur", None, "blur must be a number")])
+def test_config_values_that_are_not_numbers_are_one_sentence(field, value, message):
+    with pytest.raises(TemDefectError, match=message):
+        TrainConfig(**{field: value}).validate()

@@ -353,15 +353,20 @@ def _val_tiles(fg, valid, patch, fraction, rng):
     if fraction <= 0:
         return []
     h, w = fg.shape
-    tile = patch  # a multiple of 32, so that every network accepts the validation tiles
-    while tile % 64 == 0 and (h // tile) * (w // tile) < 4:
-        tile //= 2
-    ny, nx = h // tile, w // tile
-    n = ny * nx
+    # the largest tile (a multiple of 32, which every network accepts, up to the patch) that
+    # gives at least 4 tiles of mostly real pixels: padding and ignored pixels are no
+    # validation, and a tile grid over the padding of a strip image would score nothing
+    tiles, tile = [], 32
+    for size in range(max(32, patch // 32 * 32), 31, -32):
+        ok = [(i * size, j * size) for i in range(h // size) for j in range(w // size)
+              if valid[i * size:(i + 1) * size, j * size:(j + 1) * size].mean() >= 0.5]
+        if len(ok) >= 4 or size == 32:
+            tiles, tile = ok, size
+            break
+    n = len(tiles)
     if n < 2:
         return []
     n_val = min(n - 1, max(1, int(round(fraction * n))))
-    tiles = [(i * tile, j * tile) for i in range(ny) for j in range(nx)]
     has_fg = [bool(fg[y:y + tile, x:x + tile][valid[y:y + tile, x:x + tile]].any()) for y, x in tiles]
     order = list(rng.permutation(n))
     fg_idx = [i for i in order if has_fg[i]]

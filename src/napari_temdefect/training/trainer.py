@@ -32,12 +32,25 @@ SCHEDULES = ("constant", "cosine")
 WARMUP = 0.03
 
 
+#: TrainConfig fields that must convert to a number (None: the field's "off"/default)
+_NUMERIC = (("steps", int), ("minutes", float), ("lr", float), ("l2", float),
+            ("weight_decay", float), ("batch_size", int), ("patch_size", int),
+            ("val_fraction", float), ("patience", int), ("eval_every", int), ("seed", int),
+            ("invert", float), ("intensity", float), ("blur", float), ("shading", float),
+            ("pos_weight", float), ("dice_weight", float), ("cldice_weight", float),
+            ("edited_weight", float))
+
+
+_MAY_BE_NONE = ("steps", "minutes", "patience", "eval_every", "pos_weight")
+
+
 @dataclass
 class TrainConfig:
     """Settings of one training round (all JSON-serialisable; stored in the model history)."""
 
     #: which layers train: "decoder", "deep" (decoder + deepest encoder stages) or "all"
-    depth: str = "deep"
+    #: which layers train (freeze.DEPTHS); None: "deep" for finetune(), "all" for train()
+    depth: str | None = None
     #: budget: a number of optimiser steps, or minutes of wall time (the first reached ends it)
     steps: int | None = None
     minutes: float | None = None
@@ -63,7 +76,9 @@ class TrainConfig:
     monitor: str = "val_loss"
     seed: int = 0
     device: str | None = None
-    freeze_bn: bool = True
+    #: keep BatchNorm running statistics fixed; None: True for finetune(), False for train()
+    #: (a new network's statistics are its random init's)
+    freeze_bn: bool | None = None
     augment: bool = True
     #: scale augmentation: patches cut from windows (lo..hi) × patch_size and resampled, so the
     #: model sees defects (lo..hi)× smaller/larger than in the images (None: off, as the paper)
@@ -90,10 +105,31 @@ class TrainConfig:
     #: how much more often patches are centred on corrected pixels than elsewhere
     edited_weight: float = 4.0
 
+    def resolved(self, kind: str) -> "TrainConfig":
+        """This config with the defaults of ``kind`` ("finetune" or "train") filled in."""
+        fresh = kind == "train"
+        if self.depth is None:
+            self.depth = "all" if fresh else "deep"
+        if self.freeze_bn is None:
+            self.freeze_bn = not fresh
+        return self
+
     def validate(self) -> "TrainConfig":
-        if str(self.depth).lower() not in DEPTHS:
-            raise TemDefectError(f"Unknown depth {self.depth!r}; use one of {', '.join(DEPTHS)}.")
-        self.depth = str(self.depth).lower()
+        """Check every field (one sentence for the first bad one); returns self. ``depth`` and
+        ``freeze_bn`` may stay None, for :meth:`resolved` to fill in."""
+        for name, kind in _NUMERIC:
+            value = getattr(self, name, None)
+            if (value is None and name in _MAY_BE_NONE) or isinstance(value, bool):
+                continue
+            try:
+                kind(value)
+            except (TypeError, ValueError, OverflowError):
+                raise TemDefectError(f"{name} must be a number (got {value!r}).") from None
+        if self.depth is not None:
+            if str(self.depth).lower() not in DEPTHS:
+                raise TemDefectError(
+                    f"Unknown depth {self.depth!r}; use one of {', '.join(DEPTHS)}.")
+            self.depth = str(self.depth).lower()
         if str(self.optimizer).lower() not in OPTIMIZERS:
             raise TemDefectError(f"Unknown optimizer {self.optimizer!r}; use adamw or adam.")
         self.optimizer = str(self.optimizer).lower()
@@ -120,8 +156,9 @@ class TrainConfig:
                 float(self.pos_weight) > 0 and math.isfinite(float(self.pos_weight))):
             raise TemDefectError(
                 f"pos_weight must be a positive number, or None for 1 (got {self.pos_weight}).")
-        if int(self.seed) < 0:
-            raise TemDefectError(f"seed must be zero or a positive integer (got {self.seed}).")
+        if not 0 <= int(self.seed) < 2 ** 63:
+            raise TemDefectError(
+                f"seed must be an integer from 0 to 2**63 - 1 (got {self.seed}).")
         if int(self.batch_size) < 1:
             raise TemDefectError(f"batch_size must be at least 1 (got {self.batch_size}).")
         if int(self.patch_size) < 32 or int(self.patch_size) % 32:
@@ -250,7 +287,8 @@ def finetune(model, training_set, config: TrainConfig | None = None, progress=No
     weights. A record is appended to ``model.history``. If anything fails, the model's weights
     are exactly what they were before.
     """
-    config = dataclasses.replace(config) if config is not None else TrainConfig()
+    config = (dataclasses.replace(config) if config is not None else TrainConfig()) \
+        .resolved("finetune")
     tset = check_training_inputs(model, training_set, config)
     return _run(model, tset, config, progress, cancel, kind="finetune")
 
@@ -267,8 +305,9 @@ def train(spec_or_model, training_set, config: TrainConfig | None = None, *,
     from ..models import Model, create_model
 
     if config is None:
-        config = TrainConfig(depth="all", freeze_bn=False, steps=DEFAULT_STEPS * 4)
-    config = dataclasses.replace(config)
+        config = TrainConfig(steps=DEFAULT_STEPS * 4)
+    # every layer and learning BatchNorm statistics unless the config says otherwise
+    config = dataclasses.replace(config).resolved("train")
     if isinstance(spec_or_model, Model):
         model = spec_or_model
     else:
