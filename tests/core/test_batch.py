@@ -339,6 +339,21 @@ def test_an_image_far_from_the_models_magnification_gets_a_note(tmp_path, tiny_m
     assert "note: the model learned" in log and log.count("note:") == 1
 
 
+def test_non_square_pixels_get_a_note_in_the_batch(tmp_path, tiny_model, tiny_checkpoint,
+                                                   capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    tifffile.imwrite(data / "aniso.tif", disk_image(4), imagej=True, resolution=(2.0, 1.0),
+                     metadata={"unit": "nm"})
+    settings = BatchSettings(model=str(tiny_checkpoint), kind="blobs", tile=128, overlap=16,
+                             device="cpu", threshold=0.5)
+    assert run_batch([data], tmp_path / "out", settings, progress=False).ok
+    err = capsys.readouterr().err
+    assert "aniso.tif" in err and "pixels are not square (x 0.5, y 1 nm)" in err
+    log = (tmp_path / "out" / "batch.log").read_text(encoding="utf-8")
+    assert "pixels are not square" in log
+
+
 # ----------------------------------------------------------------------------- montages
 
 def _disk_mask(shape, disks):

@@ -311,8 +311,10 @@ def process_image(path, name: str, model, settings: BatchSettings, out_dir,
             from .montage import process_montage
 
             summary, objects, outputs = process_montage(path, name, model, settings, folder)
+            read_notes = []
         else:
-            summary, objects, outputs = _process_in_memory(path, name, model, settings, folder)
+            summary, objects, outputs, read_notes = _process_in_memory(path, name, model,
+                                                                       settings, folder)
         summary = _with_file_column(summary, path)
         from ..quantify.tables import write_csv
 
@@ -328,7 +330,9 @@ def process_image(path, name: str, model, settings: BatchSettings, out_dir,
         }
         write_text(folder / MARKER, json.dumps(marker, indent=1), overwrite=True)
         return ImageOutcome(name, str(path), "done", summary=summary, objects=objects,
-                            seconds=seconds, note=_scale_note(model, summary))
+                            seconds=seconds,
+                            note="; ".join(n for n in [_scale_note(model, summary), *read_notes]
+                                           if n) or None)
     except CancelledError:
         raise
     except TemDefectError as exc:
@@ -351,7 +355,7 @@ def _process_in_memory(path: Path, name: str, model, settings: BatchSettings, fo
     import numpy as np
 
     from ..inference import predict
-    from ..io import model_tags, read_image, threshold_tags, write_tiff
+    from ..io import model_tags, non_square_note, read_image, threshold_tags, write_tiff
     from ..preprocess import as_2d_image
     from ..quantify import quantify
 
@@ -384,7 +388,9 @@ def _process_in_memory(path: Path, name: str, model, settings: BatchSettings, fo
         write_tiff(folder / file_name, array, pixel_size_nm=pixel_size, overwrite=True,
                    tags=tags.get(file_name))
     outputs = list(outputs)
-    return quant.summary, quant.objects, outputs
+    # what the reader noted that changes the numbers: non-square pixels (x size used)
+    read_notes = [n for n in [non_square_note(mic)] if n]
+    return quant.summary, quant.objects, outputs, read_notes
 
 
 # ----------------------------------------------------------------------------- batch tables
