@@ -360,3 +360,22 @@ def test_train_and_revert_wait_while_the_model_predicts(setup, qtbot, monkeypatc
         pass
     assert not session.predicting
     assert widget.train_btn.isEnabled() and widget.revert_btn.isEnabled()
+
+
+def test_switching_models_lets_the_old_tuned_model_go(setup, qtbot, tiny_model):
+    import copy
+
+    viewer, widget, session = setup
+    widget.budget_steps.setValue(2)
+    worker = widget.start()
+    with qtbot.waitSignal(worker.finished, timeout=120_000):
+        pass
+    qtbot.waitUntil(lambda: widget.result is not None, timeout=10_000)
+    if widget.inference_worker is not None:
+        with qtbot.waitSignal(widget.inference_worker.finished, timeout=60_000):
+            pass
+    assert widget._before is not None and widget.revert_btn.isEnabled()
+    other = copy.deepcopy(tiny_model)
+    session.model, session.weights_before_finetune = other, None  # as the Inference panel does
+    widget.signals.model_changed.emit(session)
+    assert widget._before is None and not widget.revert_btn.isEnabled()  # no reference kept

@@ -258,6 +258,11 @@ class FinetuneWidget(QWidget):
 
     def refresh(self, *_):
         model = self.session.model
+        if self._before is not None and self._before[0] is not model \
+                and self.session.weights_before_finetune is None:
+            # another model is loaded and the old one's revert state is gone: let the old
+            # model (and its memory, on a GPU) go
+            self._before = None
         if model is None:
             self.model_label.setText("<b>Model:</b> none loaded. Run the Inference widget first "
                                      "(it loads the model this panel retrains).")
