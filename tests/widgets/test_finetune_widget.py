@@ -362,18 +362,13 @@ def test_train_and_revert_wait_while_the_model_predicts(setup, qtbot, monkeypatc
     assert widget.train_btn.isEnabled() and widget.revert_btn.isEnabled()
 
 
-def test_switching_models_lets_the_old_tuned_model_go(setup, qtbot, tiny_model):
+def test_switching_models_lets_the_old_tuned_model_go(setup, tiny_model,
+                                                      finetune_and_repredict):
     import copy
 
     viewer, widget, session = setup
     widget.budget_steps.setValue(2)
-    worker = widget.start()
-    with qtbot.waitSignal(worker.finished, timeout=120_000):
-        pass
-    qtbot.waitUntil(lambda: widget.result is not None, timeout=10_000)
-    if widget.inference_worker is not None:
-        with qtbot.waitSignal(widget.inference_worker.finished, timeout=60_000):
-            pass
+    finetune_and_repredict(widget)
     assert widget._before is not None and widget.revert_btn.isEnabled()
     other = copy.deepcopy(tiny_model)
     session.model, session.weights_before_finetune = other, None  # as the Inference panel does
