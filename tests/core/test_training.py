@@ -663,3 +663,20 @@ def test_train_with_a_config_trains_every_layer_and_batchnorm_unless_told(tset):
 def test_config_values_that_are_not_numbers_are_one_sentence(field, value, message):
     with pytest.raises(TemDefectError, match=message):
         TrainConfig(**{field: value}).validate()
+
+
+def test_val_f1_on_tiles_without_defects_falls_back_to_the_loss(tiny_model):
+    """With a single defect tile (kept for training), validation holds background only; its
+    F1 is 1 for predicting nothing, so monitoring it would keep the emptiest weights."""
+    rng = np.random.default_rng(0)
+    img = rng.normal(0.5, 0.05, (256, 256)).astype(np.float32)
+    lab = np.zeros((256, 256), np.uint8)
+    lab[20:40, 20:40] = 1  # one defect, in one tile
+    img[20:40, 20:40] -= 0.3
+    config = TrainConfig(steps=4, batch_size=2, patch_size=64, eval_every=2, seed=0,
+                         device="cpu", monitor="val_f1", val_fraction=0.25)
+    result = finetune(tiny_model, [TrainingEntry(img, lab)], config)
+    assert result.monitor == "val_loss"
+    two = lab.copy()
+    two[200:220, 200:220] = 1  # a second defect tile: one can be held back
+    assert finetune(tiny_model, [TrainingEntry(img, two)], config).monitor == "val_f1"

@@ -222,6 +222,9 @@ class TrainResult:
     best_val_f1: float | None = None
     start_val_f1: float | None = None
     trainable_params: int = 0
+    #: what chose the best weights: the config's monitor, or "val_loss" when it asked for
+    #: "val_f1" and the validation tiles hold no defect
+    monitor: str = "val_loss"
     model: object = None
 
     def to_dict(self) -> dict:
@@ -389,7 +392,12 @@ def _loop(model, tset, config, progress, cancel, device, kind):
     deadline = None if config.minutes is None else float(config.minutes) * 60.0
     eval_every = int(config.eval_every) if config.eval_every else (
         max(5, total_steps // 20) if total_steps else 25)
-    higher_better = config.monitor == "val_f1"
+    monitor = config.monitor
+    if monitor == "val_f1" and val is not None and not (
+            val[1].astype(bool) & val[2].astype(bool)).any():
+        # the held-back tiles hold no defect: their F1 would reward predicting nothing
+        monitor = "val_loss"
+    higher_better = monitor == "val_f1"
     # validation F1 is scored where predict() will cut the map (the model's operating
     # threshold, 0.5 unless its checkpoint records one), so the number matches the re-run
     f1_threshold = float(model.threshold)
@@ -438,7 +446,7 @@ def _loop(model, tset, config, progress, cancel, device, kind):
     t0 = time.perf_counter()
     history: list[dict] = []
     best = {"score": None, "step": 0, "state": None, "val_loss": None, "val_f1": None}
-    result = TrainResult(trainable_params=state.trainable)
+    result = TrainResult(trainable_params=state.trainable, monitor=monitor)
 
     def record(step, train_loss):
         val_loss, val_f1 = evaluate() if val is not None else (None, None)
