@@ -301,8 +301,10 @@ def _components_keeping_ids(final: np.ndarray, prev: np.ndarray,
         lut[comp] = fresh()
     out = lut[comps]
     shared = np.flatnonzero(per_comp > 1)
+    comps_of = np.bincount(pairs[:, 1]) if pairs.size else np.zeros(1, int)
+    multi = np.flatnonzero(comps_of > 1)
+    slices = ndi.find_objects(comps) if shared.size or multi.size else []
     if shared.size:
-        slices = ndi.find_objects(comps)
         for comp in shared.tolist():
             sl = slices[comp - 1]
             own = comps[sl] == comp
@@ -310,14 +312,12 @@ def _components_keeping_ids(final: np.ndarray, prev: np.ndarray,
                              markers=np.where(own, prev_def[sl], 0))
             out[sl][own] = part[own]
     # ids now in several components: merged by the user, or cut by a higher threshold
-    comps_of = np.bincount(pairs[:, 1]) if pairs.size else np.zeros(1, int)
-    multi = np.flatnonzero(comps_of > 1)
     if multi.size:
-        pieces = _pieces(np.where(np.isin(prev_def, multi), prev_def, 0))
-        sel = both & (out == prev_def) & np.isin(prev_def, multi)
+        in_multi = np.isin(prev_def, multi)
+        pieces = _pieces(np.where(in_multi, prev_def, 0))
+        sel = both & (out == prev_def) & in_multi
         triples, counts = np.unique(np.stack([prev_def[sel], comps[sel], pieces[sel]], axis=1),
                                     axis=0, return_counts=True)
-        slices = ndi.find_objects(comps)
         origin: dict[tuple[int, int], int] = {}  # (id, component) -> main previous piece
         best: dict[tuple[int, int], int] = {}
         size: dict[tuple[int, int], int] = {}  # the id's kept pixels in the component

@@ -290,11 +290,11 @@ def quantify(mask_or_probability, kind: str, pixel_size_nm: float | None = None,
             solidity = grains._solidity(lab, n)
             extra["boundary"] = lab == 0
         else:
-            lab, interiors, closed, touches, solidity = grains.label_grains(
+            lab, interiors, closed, touches, solidity, filled = grains.label_grains(
                 mask, min_size, gap, fill_boundaries)
             # cut by an ignored region: decided on the filled grains, as at the image edge,
             # so that it does not depend on fill_boundaries
-            cut_reference = lab if fill_boundaries else grains.fill_grains(interiors)
+            cut_reference = filled
             extra["boundary"] = closed
             extra["interiors"] = interiors
         convex = solidity >= grains.CONVEX_SOLIDITY

@@ -47,7 +47,8 @@ def label_grains(boundary: np.ndarray, min_size_px: int = 0, gap_px: int = DEFAU
     """Grains of a boundary mask.
 
     Returns (labels int32 1..N, interiors int32 with the same ids, separating mask bool,
-    touches_border bool indexed by id, solidity float indexed by id).
+    touches_border bool indexed by id, solidity float indexed by id, the grains filled over
+    the boundaries: the labels when ``fill_boundaries``).
     """
     boundary = np.asarray(boundary, bool)
     if gap_px and gap_px > 0:
@@ -73,7 +74,7 @@ def label_grains(boundary: np.ndarray, min_size_px: int = 0, gap_px: int = DEFAU
         touches[np.unique(edge)] = True
     touches[0] = False
     labels = filled if fill_boundaries else interiors.copy()
-    return labels.astype(np.int32), interiors, interiors == 0, touches, solidity
+    return labels.astype(np.int32), interiors, interiors == 0, touches, solidity, filled
 
 
 def fill_grains(interiors: np.ndarray) -> np.ndarray:
