@@ -313,8 +313,9 @@ def _tiff_calibration(tif, original: dict, notes: list):
                 scale, unit = 1.0 / xres, {2: "inch", 3: "cm"}[res_unit]
                 yres = _tag_ratio(page, "YResolution")
                 y_scale = 1.0 / yres if yres else None
-    if scale and y_scale and not math.isclose(float(scale), float(y_scale), rel_tol=0.01):
-        notes.append(_non_square_note(scale, y_scale, unit))
+    note = pixel_shape_note(scale, y_scale, unit)
+    if note:
+        notes.append(note)
     return scale, unit
 
 
@@ -455,9 +456,9 @@ def _read_rsciio(path: Path):
     notes = []
     if len(axes) >= 2:
         scale, unit = axes[-1].get("scale"), axes[-1].get("units")
-        y_scale = axes[-2].get("scale")
-        if scale and y_scale and not math.isclose(float(scale), float(y_scale), rel_tol=0.01):
-            notes.append(_non_square_note(scale, y_scale, unit))
+        note = pixel_shape_note(scale, axes[-2].get("scale"), unit)
+        if note:
+            notes.append(note)
     meta: dict[str, Any] = {
         "notes": notes,
         "axes": [{k: _plain(v) for k, v in a.items()} for a in axes],
@@ -567,16 +568,23 @@ def _ome_pixel_size(xml: str):
     return None, None, None
 
 
-def _non_square_note(x, y, unit) -> str:
-    return (f"pixels are not square (x {float(x):.6g}, y {float(y):.6g} {unit}); the x size is "
-            "used for both, so areas, densities and y lengths are off by their ratio; resample "
-            "the image to square pixels before measuring")
+NON_SQUARE = "pixels are not square"
+
+
+def pixel_shape_note(x, y, unit=None) -> str | None:
+    """The sentence for pixels of size ``x`` by ``y`` that differ by more than 1 %, else None
+    (also None when either is unknown)."""
+    if not x or not y or math.isclose(float(x), float(y), rel_tol=0.01):
+        return None
+    return (f"{NON_SQUARE} (x {float(x):.6g}, y {float(y):.6g}{' ' + str(unit) if unit else ''}"
+            "); the x size is used for both, so areas, densities and y lengths are off by their "
+            "ratio; resample the image to square pixels before measuring")
 
 
 def non_square_note(micrograph: "Micrograph") -> str | None:
     """The reader's note that the file's pixels are not square, or None."""
     for note in micrograph.metadata.get("notes", []) or []:
-        if str(note).startswith("pixels are not square"):
+        if str(note).startswith(NON_SQUARE):
             return str(note)
     return None
 

@@ -41,6 +41,10 @@ def as_2d_image(image, name: str = "image") -> np.ndarray:
     return arr
 
 
+#: the start of the note :func:`collapse_channels` leaves for a true-colour image
+COLOUR_NOTE = "colour image converted to luminance"
+
+
 def collapse_channels(data: np.ndarray, notes: list | None = None) -> np.ndarray:
     """Grey saved as RGB(A)/LA → one channel; true colour → luminance.
 
@@ -70,7 +74,7 @@ def collapse_channels(data: np.ndarray, notes: list | None = None) -> np.ndarray
         if np.issubdtype(data.dtype, np.integer):
             return np.round(mean).astype(data.dtype)
         return mean.astype(data.dtype)
-    notes.append("colour image converted to luminance (0.299 R + 0.587 G + 0.114 B)")
+    notes.append(f"{COLOUR_NOTE} (0.299 R + 0.587 G + 0.114 B)")
     weights = np.array([0.299, 0.587, 0.114], dtype=np.float32)
     return rgb.astype(np.float32) @ weights
 

@@ -56,12 +56,6 @@ class MontageReport:
 
 # ----------------------------------------------------------------------------- input
 
-def _tiff_pixel_size(path: Path) -> float | None:
-    from ..io import tiff_pixel_size_nm
-
-    return tiff_pixel_size_nm(path)  # the calibration read_image gives the same file
-
-
 def _zarr_pixel_size(node) -> float | None:
     attrs = dict(node.attrs)
     if attrs.get("pixel_size_nm"):
@@ -103,7 +97,9 @@ def open_montage(source):
             else:
                 import tifffile
 
-                pixel_size = _tiff_pixel_size(path)
+                from ..io import tiff_pixel_size_nm
+
+                pixel_size = tiff_pixel_size_nm(path)  # what read_image gives the same file
                 node = zarr.open(tifffile.imread(path, aszarr=True), mode="r")
                 if isinstance(node, zarr.Group):  # a pyramid: level 0 is full resolution
                     node = node["0"]

@@ -243,7 +243,7 @@ def is_done(out_dir: Path, name: str, path: Path, result_key: dict,
     if probability and this_run and not any("_probability." in f for f in outputs):
         return False, "the probability map was not saved then"
     folder = image_dir(out_dir, name)
-    missing = [f for f in marker.get("outputs", []) if not (folder / f).exists()]
+    missing = [f for f in outputs if not (folder / f).exists()]
     if missing:
         return False, f"output {missing[0]} is missing"
     return True, "already done"

@@ -171,10 +171,10 @@ def read_input_with_file(path: Path, pixel_size_nm: float | None,
     """:func:`read_input` and the Micrograph it was read from (for its recorded tags)."""
     from ..errors import TemDefectError
     from ..io import map_classes, map_threshold, read_image
+    from ..preprocess import COLOUR_NOTE
 
     micrograph = read_image(path)
-    if any(str(n).startswith("colour image converted") for n in
-           micrograph.metadata.get("notes", []) or []):
+    if any(str(n).startswith(COLOUR_NOTE) for n in micrograph.metadata.get("notes", []) or []):
         raise TemDefectError(
             f"{path.name} is a colour image, not a mask; save the annotation as a greyscale "
             "0/255 mask or a label image (one grey value per object), or give the "
@@ -228,9 +228,9 @@ def run(args) -> int:
     for path, name in zip(inputs, unique_names(inputs)):
         data, px, confidence, recorded, micrograph = read_input_with_file(path, args.pixel_size,
                                                                  args.class_index)
-        if non_square_note(micrograph):
-            print(f"temdefect: note: {path.name}: {non_square_note(micrograph)}.",
-                  file=sys.stderr)
+        shape_note = non_square_note(micrograph)
+        if shape_note:
+            print(f"temdefect: note: {path.name}: {shape_note}.", file=sys.stderr)
         seen.append((path.name, px))
         check_consistent_calibration(seen)
         kind = args.kind or recorded_kind(micrograph, args.class_index, path.name)

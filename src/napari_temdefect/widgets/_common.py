@@ -45,14 +45,13 @@ def layer_pixel_size(layer) -> float | None:
 
 
 def non_square_note(layer) -> str | None:
-    """A sentence when the layer's pixels are not square: measurements use the x size."""
-    import math
+    """The reader's sentence (:func:`..io.pixel_shape_note`) when the layer's pixels are not
+    square: measurements use the x size."""
+    from ..io import pixel_shape_note
 
     sy, sx = (float(v) for v in layer.scale[-2:])
-    if math.isclose(sy, sx, rel_tol=0.01):
-        return None
-    return (f"Its pixels are not square (x {sx:g}, y {sy:g}): the x size is used for both, so "
-            "areas and densities are off by their ratio; resample to square pixels first.")
+    note = pixel_shape_note(sx, sy)
+    return f"Its {note}." if note else None
 
 
 def _length_unit(layer):
