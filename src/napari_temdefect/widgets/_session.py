@@ -56,3 +56,10 @@ def get_signals(viewer) -> SessionSignals:
     if viewer not in _SIGNALS:
         _SIGNALS[viewer] = SessionSignals()
     return _SIGNALS[viewer]
+
+
+def set_predicting(viewer, value: bool) -> None:
+    """Mark the viewer's model as in use by a prediction (or free), and tell the panels."""
+    session = get_session(viewer)
+    session.predicting = bool(value)
+    get_signals(viewer).predicting_changed.emit(session)

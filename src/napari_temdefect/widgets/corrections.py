@@ -38,22 +38,22 @@ def image_name_of(labels_name: str) -> str:
     return labels_name[: -len(DEFECTS_SUFFIX)] if labels_name.endswith(DEFECTS_SUFFIX) else labels_name
 
 
+def _recorded(layer) -> dict:
+    """What Inference recorded on a layer it made (``metadata[OUTPUT_KEY]``), or {}."""
+    return (getattr(layer, "metadata", None) or {}).get(OUTPUT_KEY) or {}
+
+
 def source_image(layer) -> str:
     """The image a labels layer was predicted from: the name that Inference recorded in its
     metadata (also on ``<image> defects (2)``, the result kept beside edited labels), else
     the one its name implies."""
-    from ._results import OUTPUT_KEY
-
-    recorded = ((getattr(layer, "metadata", None) or {}).get(OUTPUT_KEY) or {}).get("image")
+    recorded = _recorded(layer).get("image")
     return str(recorded) if recorded else image_name_of(layer.name)
 
 
 def is_superseded(layer) -> bool:
     """Labels kept beside a newer prediction (the user chose to keep their edits)."""
-    from ._results import OUTPUT_KEY
-
-    return bool(((getattr(layer, "metadata", None) or {}).get(OUTPUT_KEY) or {})
-                .get("superseded"))
+    return bool(_recorded(layer).get("superseded"))
 
 
 def is_defects_layer(layer) -> bool:
@@ -379,7 +379,7 @@ class CorrectionsWidget(QWidget):
         (recorded on the layer by Inference), then each re-threshold since. Every prediction
         written into the layer starts the list again (:meth:`_on_prediction_shown`)."""
         if layer.name not in self._thresholds:
-            recorded = (layer.metadata or {}).get(OUTPUT_KEY, {}).get("threshold")
+            recorded = _recorded(layer).get("threshold")
             if recorded is None:
                 recorded = (self.session.inference_settings or {}).get("threshold", 0.5)
             self._thresholds[layer.name] = [float(recorded)]
@@ -484,7 +484,7 @@ class CorrectionsWidget(QWidget):
             entry = core.to_training_entry(
                 np.asarray(image_layer.data), np.asarray(layer.data), model_mask=mask,
                 name=image_name, pixel_size_nm=layer_pixel_size(image_layer),
-                invert=bool((layer.metadata or {}).get(OUTPUT_KEY, {}).get("inverted")),
+                invert=bool(_recorded(layer).get("inverted")),
             )
             ts = self.training_set()
             if image_name in ts.names:

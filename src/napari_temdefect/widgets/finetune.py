@@ -27,7 +27,7 @@ from ._common import show_error
 from ._results import ask_replace_edited, prepare_labels, show_prediction
 from .inference import layer_image
 from .._llvm import avoid_llvm_clash
-from ._session import get_session, get_signals
+from ._session import get_session, get_signals, set_predicting
 
 DEPTHS = ("deep", "decoder", "all")
 DEPTH_TIPS = {
@@ -484,14 +484,12 @@ class FinetuneWidget(QWidget):
         worker.returned.connect(lambda out: self._show_prediction(image_layer, model, *out))
         worker.errored.connect(show_error)
         worker.finished.connect(self._prediction_finished)
-        self.session.predicting = True  # Train and Revert wait, as for the Inference panel's
-        self.signals.predicting_changed.emit(self.session)
+        set_predicting(self.viewer, True)  # Train and Revert wait, as for the Inference panel's
         worker.start()
         return worker
 
     def _prediction_finished(self):
-        self.session.predicting = False
-        self.signals.predicting_changed.emit(self.session)
+        set_predicting(self.viewer, False)
 
     def ask_replace_edited(self, layer_name: str) -> bool:
         """True to replace a defects layer the user has edited (one Ctrl-Z brings it back)."""

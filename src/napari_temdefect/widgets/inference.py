@@ -34,7 +34,7 @@ from ..errors import TemDefectError
 from ..inference.scale import scale_mismatch
 from ._common import layer_kind, layer_pixel_size, show_error
 from ._results import OUTPUT_KEY, ask_replace_edited, prepare_labels, show_prediction
-from ._session import get_session, get_signals
+from ._session import get_session, get_signals, set_predicting
 
 FROM_FILE = "From file…"
 
@@ -347,8 +347,7 @@ class InferenceWidget(QWidget):
         self.worker.finished.connect(self._on_finished)
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
-        self.session.predicting = True
-        self.signals.predicting_changed.emit(self.session)
+        set_predicting(self.viewer, True)
         self.progress_bar.setRange(0, 0)  # busy until the first tile batch reports
         self.status.setText(f"Running {self.model_combo.currentText()!s} on {name!r}…")
         self.worker.start()
@@ -369,8 +368,7 @@ class InferenceWidget(QWidget):
 
     def _on_finished(self):
         self.worker = None
-        self.session.predicting = False
-        self.signals.predicting_changed.emit(self.session)
+        set_predicting(self.viewer, False)
         self.run_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
         if self.progress_bar.maximum() == 0 or self._cancel.is_set():
