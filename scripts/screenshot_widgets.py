@@ -149,6 +149,7 @@ def main(argv=None) -> int:
     _, quant = viewer.window.add_plugin_dock_widget("napari-temdefect", "Quantification")
     result = predict(model, image, threshold=0.5, device="cpu")
     from napari_temdefect.widgets._results import prepare_labels, show_prediction
+    from napari_temdefect.widgets.quantify import viewer_camera
 
     show_prediction(viewer, viewer.layers["bubble2"], result, model.name,
                     *prepare_labels(result), ask_replace=lambda name: True)
@@ -157,8 +158,9 @@ def main(argv=None) -> int:
     layer = viewer.layers["bubble2 defects"]
     viewer.layers["bubble2 confidence"].visible = False
     viewer.layers["bubble2 probability"].visible = False
-    viewer.camera.center = (256, 256)
-    viewer.camera.zoom = 1.5
+    camera = viewer_camera(viewer)  # napari 0.9 moved it to viewer.scene.camera
+    camera.center = (256, 256)
+    camera.zoom = 1.5
 
     # the user's pass over the image: add the missed bubbles, erase the false ones (here from
     # the true mask), mark a doubtful strip as ignore; then the clean-up buttons
