@@ -410,16 +410,35 @@ def _palette_indices(path: Path, meta: dict):
 
 
 def _read_mrc(path: Path):
+    import warnings
+
     import mrcfile
 
-    with mrcfile.open(path, permissive=False, mode="r") as mrc:
+    notes = []
+    try:
+        mrc = mrcfile.open(path, permissive=False, mode="r")
+    except ValueError as strict_error:
+        # Older and third-party writers leave out the "MAP " ID or write odd header fields;
+        # mrcfile's permissive mode reads those (warning instead of failing) when the data
+        # block is intact. A file that is not MRC at all still fails below.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            mrc = mrcfile.open(path, permissive=True, mode="r")
+        if mrc.data is None:
+            mrc.close()
+            raise strict_error
+        problems = sorted({" ".join(str(w.message).split()) for w in caught}) or [
+            " ".join(str(strict_error).split())]
+        notes.append("read with a non-standard MRC header (" + "; ".join(problems)[:200]
+                     + "); check the pixel size")
+    with mrc:
         data = np.array(mrc.data)
         voxel = mrc.voxel_size
         header = {name: _plain(mrc.header[name]) for name in mrc.header.dtype.names
                   if name not in ("label",)}
         labels = [lab.decode("latin-1").strip() for lab in mrc.header.label[: int(mrc.header.nlabl)]]
         header["labels"] = labels
-    meta = {"notes": [], "original": {"header": header}}
+    meta = {"notes": notes, "original": {"header": header}}
     vx = float(voxel.x)
     scale, unit = (vx, "Å") if vx > 0 else (None, None)
     if data.ndim == 3 and data.shape[0] == 1:

@@ -276,6 +276,29 @@ def test_mrc_voxel_size_in_angstrom(tmp_path, rng):
     assert read_image(tmp_path / "nocal.mrc").pixel_size_nm is None
 
 
+def test_mrc_without_map_id_is_read_with_a_note(tmp_path, rng):
+    # older and third-party writers leave out the "MAP " ID string (header bytes 208-211)
+    data = rng.normal(size=(48, 40)).astype(np.float32)
+    with mrcfile.new(tmp_path / "a.mrc") as mrc:
+        mrc.set_data(data)
+        mrc.voxel_size = 2.5
+    raw = bytearray((tmp_path / "a.mrc").read_bytes())
+    raw[208:212] = b"\0\0\0\0"
+    (tmp_path / "old.mrc").write_bytes(bytes(raw))
+    with pytest.raises(ValueError):
+        mrcfile.open(tmp_path / "old.mrc").close()  # what a strict reader does
+    m = read_image(tmp_path / "old.mrc")
+    assert np.array_equal(m.data, data) and m.pixel_size_nm == pytest.approx(0.25)
+    assert any("non-standard MRC header" in n and "Map ID" in n for n in m.metadata["notes"])
+
+
+def test_not_an_mrc_file_is_one_line(tmp_path):
+    (tmp_path / "junk.mrc").write_bytes(b"hello" * 10)
+    with pytest.raises(TemDefectError, match=r"junk.mrc is not a readable MRC file") as err:
+        read_image(tmp_path / "junk.mrc")
+    assert "\n" not in str(err.value)
+
+
 # ---------------------------------------------------------------- DM3, SER, EMD
 
 
