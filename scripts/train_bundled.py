@@ -62,6 +62,9 @@ SCALE = None
 INVERT = 0.0
 #: Weight of the soft clDice term (``TrainConfig.cldice_weight``; 0: off).
 CLDICE = 0.0
+#: Decay of the weight average that validation scores and training keeps (``TrainConfig.ema``;
+#: 0: off).
+EMA = 0.0
 #: Appearance augmentation of the shipped recipe (``TrainConfig.intensity/blur/shading``):
 #: the mild intensity jitter, no blur, no background ramp.
 INTENSITY, BLUR, SHADING = 1.0, 0.0, 0.0
@@ -86,6 +89,7 @@ class Variant:
     scale: tuple | None = SCALE
     invert: float = INVERT
     cldice: float = CLDICE
+    ema: float = EMA
     random_init: bool = False  # an ImageNet spec (``PRETRAINED``) from random weights
     xinit: bool = False  # start from the other real set's shipped model (``CROSS``)
     cont: bool = False  # continue the recipe's checkpoints (``CONTINUE_LR``)
@@ -97,7 +101,7 @@ class Variant:
 
     @property
     def tag(self) -> str:
-        """``<arch>[-random][-scale][-cont][-xinit][-invert<P>][-cldice<W>][-patch<N>]
+        """``<arch>[-random][-scale][-cont][-xinit][-invert<P>][-cldice<W>][-ema<D>][-patch<N>]
         [-batch<N>][-intensity<S>][-blur<S>][-shading<A>][-seed<N>]``."""
         scale = None if self.scale is None else tuple(self.scale)
         parts = [self.arch]
@@ -106,7 +110,8 @@ class Variant:
         if scale != SCALE:
             parts.append("scale" if scale is not None else "noscale")
         parts += ["cont"] * self.cont + ["xinit"] * self.xinit
-        for name, default in (("invert", INVERT), ("cldice", CLDICE), ("patch", PATCH),
+        for name, default in (("invert", INVERT), ("cldice", CLDICE), ("ema", EMA),
+                              ("patch", PATCH),
                               ("batch", BATCH), ("intensity", INTENSITY), ("blur", BLUR),
                               ("shading", SHADING)):
             value = getattr(self, name)
@@ -127,7 +132,8 @@ class Variant:
                            val_fraction=0.1, patience=None, eval_every=100,
                            monitor="val_loss", seed=self.seed, device="cpu",
                            scale_range=self.scale, invert=self.invert,
-                           cldice_weight=self.cldice, intensity=self.intensity,
+                           cldice_weight=self.cldice, ema=self.ema,
+                           intensity=self.intensity,
                            blur=self.blur, shading=self.shading)
 
     def encoder_weights(self) -> str | None:
@@ -372,6 +378,10 @@ def main(argv=None) -> int:
     ap.add_argument("--cldice", type=float, default=CLDICE, metavar="W",
                     help=f"weight of the soft clDice (topology) loss term (default {CLDICE:g}); "
                          "CV folds go to cv/<arch>-cldice<W> when it differs")
+    ap.add_argument("--ema", type=float, default=EMA, metavar="D",
+                    help=f"decay of the weight average that validation scores and the run keeps "
+                         f"(default {EMA:g}: off); CV folds go to cv/<arch>-ema<D> when it "
+                         "differs")
     ap.add_argument("--random-init", action="store_true",
                     help="start an --arch that has ImageNet encoder weights (PRETRAINED in "
                          "bundled_data.py) from random weights instead (CV folder "
@@ -403,7 +413,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     common = Variant(arch=args.arch, seed=args.seed,
                      scale=None if args.scale is None else tuple(args.scale),
-                     invert=args.invert, cldice=args.cldice, random_init=args.random_init,
+                     invert=args.invert, cldice=args.cldice, ema=args.ema,
+                     random_init=args.random_init,
                      xinit=args.xinit, cont=args.cont, patch=args.patch, batch=args.batch,
                      intensity=INTENSITY if args.intensity is None else args.intensity,
                      blur=BLUR if args.blur is None else args.blur,

@@ -680,3 +680,49 @@ def test_val_f1_on_tiles_without_defects_falls_back_to_the_loss(tiny_model):
     two = lab.copy()
     two[200:220, 200:220] = 1  # a second defect tile: one can be held back
     assert finetune(tiny_model, [TrainingEntry(img, two)], config).monitor == "val_f1"
+
+
+def test_ema_keeps_the_moving_average_of_the_weights(tiny_model, tset):
+    """With ``ema`` the result is the running average of every step's weights (and BatchNorm
+    statistics), with the usual (1 + n) / (10 + n) warm-up, not the last step's weights."""
+    decay = 0.8
+    start = weights(tiny_model)
+    live = []
+    cfg = TrainConfig(steps=6, lr=3e-2, ema=decay, **dict(FAST, val_fraction=0.0))
+    finetune(tiny_model, tset, cfg,
+             progress=lambda ev: ev["event"] == "step" and live.append(weights(tiny_model)))
+    assert len(live) == 6
+    expected = {k: v.clone() for k, v in start.items() if v.is_floating_point()}
+    for n, w in enumerate(live):
+        d = min(decay, (1.0 + n) / (10.0 + n))
+        for k in expected:
+            expected[k] = d * expected[k] + (1 - d) * w[k]
+    kept = weights(tiny_model)
+    changed = [k for k in expected if not torch.equal(start[k], live[-1][k])]
+    assert changed  # the round trained something
+    for k in expected:
+        assert torch.allclose(kept[k], expected[k], atol=1e-6), k
+    assert not all(torch.equal(kept[k], live[-1][k]) for k in changed)
+    assert tiny_model.history[-1]["config"]["ema"] == decay
+
+
+def test_ema_weights_are_what_validation_scores_and_keeps(tiny_model, tset):
+    with pytest.raises(TemDefectError, match="ema is the decay"):
+        finetune(tiny_model, tset, TrainConfig(steps=1, ema=1.0, **FAST))
+    decay = 0.5
+    start = weights(tiny_model)
+    live = []
+    res = finetune(tiny_model, tset, TrainConfig(steps=6, lr=3e-3, ema=decay, **FAST),
+                   progress=lambda ev: ev["event"] == "step" and live.append(weights(tiny_model)))
+    averages = {0: {k: v.clone() for k, v in start.items() if v.is_floating_point()}}
+    for n, w in enumerate(live):
+        d = min(decay, (1.0 + n) / (10.0 + n))
+        averages[n + 1] = {k: d * averages[n][k] + (1 - d) * w[k] for k in averages[n]}
+    kept = weights(tiny_model)
+    assert res.best_step > 0  # a step that trained, so average and live weights differ
+    best = averages[res.best_step]
+    assert all(torch.allclose(kept[k], best[k], atol=1e-6) for k in best)
+    # and a later evaluation scores the average, not the live weights it overwrote
+    assert res.best_step == min((h["step"] for h in res.history),
+                                key=lambda s: [h["val_loss"] for h in res.history
+                                               if h["step"] == s][0])

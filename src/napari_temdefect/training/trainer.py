@@ -38,7 +38,7 @@ _NUMERIC = (("steps", int), ("minutes", float), ("lr", float), ("l2", float),
             ("val_fraction", float), ("patience", int), ("eval_every", int), ("seed", int),
             ("invert", float), ("intensity", float), ("blur", float), ("shading", float),
             ("pos_weight", float), ("dice_weight", float), ("cldice_weight", float),
-            ("edited_weight", float))
+            ("edited_weight", float), ("ema", float))
 
 
 _MAY_BE_NONE = ("steps", "minutes", "patience", "eval_every", "pos_weight")
@@ -104,6 +104,10 @@ class TrainConfig:
     cldice_weight: float = 0.0
     #: how much more often patches are centred on corrected pixels than elsewhere
     edited_weight: float = 4.0
+    #: decay of an exponential moving average of the weights (and BatchNorm statistics),
+    #: e.g. 0.99; validation scores the average and the kept weights are the average's
+    #: (0: off, as the paper)
+    ema: float = 0.0
 
     def resolved(self, kind: str) -> "TrainConfig":
         """This config with the defaults of ``kind`` ("finetune" or "train") filled in."""
@@ -174,6 +178,10 @@ class TrainConfig:
         if not (float(self.cldice_weight) >= 0 and math.isfinite(float(self.cldice_weight))):
             raise TemDefectError(
                 f"cldice_weight must be zero or positive (got {self.cldice_weight}).")
+        if not 0.0 <= float(self.ema) < 1.0:
+            raise TemDefectError(
+                f"ema is the decay of the weight average, from 0 (off) to below 1, e.g. 0.99 "
+                f"(got {self.ema}).")
         if not 0.0 <= float(self.invert) <= 1.0:
             raise TemDefectError(f"invert is a probability between 0 and 1 (got {self.invert}).")
         if float(self.blur) > 8:
@@ -405,6 +413,18 @@ def _loop(model, tset, config, progress, cancel, device, kind):
     pos_weight = None if config.pos_weight is None else torch.tensor(float(config.pos_weight),
                                                                      device=device)
     cl_weight = float(config.cldice_weight)
+    ema_decay = float(config.ema)
+    # the running average: every float tensor of the state (weights and BatchNorm statistics)
+    ema_state = ({k: v.detach().clone() for k, v in module.state_dict().items()
+                  if v.is_floating_point()} if ema_decay else None)
+
+    def update_ema(step):
+        # the usual warm-up, (1 + n) / (10 + n), so the start does not dominate a short round
+        d = min(ema_decay, (1.0 + step) / (10.0 + step))
+        with torch.no_grad():
+            for k, v in module.state_dict().items():
+                if k in ema_state:
+                    ema_state[k].mul_(d).add_(v.detach(), alpha=1.0 - d)
 
     def to_input(images):
         x = torch.from_numpy(np.stack(images)[:, None].astype(np.float32))
@@ -449,6 +469,10 @@ def _loop(model, tset, config, progress, cancel, device, kind):
     result = TrainResult(trainable_params=state.trainable, monitor=monitor)
 
     def record(step, train_loss):
+        live = None
+        if ema_state is not None and step > 0:  # score (and keep) the average
+            live = _state_copy(module)
+            module.load_state_dict(ema_state, strict=False)
         val_loss, val_f1 = evaluate() if val is not None else (None, None)
         entry = {"step": step, "train_loss": train_loss, "val_loss": val_loss,
                  "val_f1": val_f1, "seconds": round(time.perf_counter() - t0, 3)}
@@ -461,6 +485,8 @@ def _loop(model, tset, config, progress, cancel, device, kind):
                 improved = True
                 best.update(score=score, step=step, state=_state_copy(module),
                             val_loss=val_loss, val_f1=val_f1)
+        if live is not None:
+            module.load_state_dict(live)
         if progress is not None:
             progress(dict(entry, event="eval", best_step=best["step"],
                           total_steps=total_steps, fraction=_fraction(step)))
@@ -533,6 +559,8 @@ def _loop(model, tset, config, progress, cancel, device, kind):
             )
         total.backward()
         optimizer.step()
+        if ema_state is not None:
+            update_ema(step)
         step += 1
         train_loss = float(loss.detach())
         running.append(train_loss)
@@ -555,6 +583,8 @@ def _loop(model, tset, config, progress, cancel, device, kind):
                         "val_loss": None, "val_f1": None,
                         "seconds": round(time.perf_counter() - t0, 3)})
         best["step"] = step
+        if ema_state is not None and step > 0:
+            module.load_state_dict(ema_state, strict=False)
     elif best["state"] is not None:
         module.load_state_dict(best["state"])
     result.history = history
