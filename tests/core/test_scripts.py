@@ -11,7 +11,7 @@ import pytest
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 USERS = ("train_bundled", "evaluate_bundled", "compare_architectures", "transfer_loops",
-         "bubble_polarity", "boundary_offsets")
+         "bubble_polarity", "boundary_offsets", "bn_adaptation")
 
 
 @pytest.mark.parametrize("name", USERS)
@@ -38,6 +38,8 @@ def test_recipe_variants_keep_their_cv_folder_names(train_bundled):
     assert train_bundled.RECIPE.tag == "unet-resnet18"
     assert V(seed=2).tag == "unet-resnet18-seed2"
     assert V(cldice=0.5).tag == "unet-resnet18-cldice0.5"
+    assert V(ema=0.99).tag == "unet-resnet18-ema0.99"
+    assert V(ema=0.99).config(10).ema == 0.99 and V().config(10).ema == 0.0
     assert V(invert=0.5).tag == "unet-resnet18-invert0.5"
     assert V(xinit=True).tag == "unet-resnet18-xinit"
     assert V(arch="unet-mobilenet_v2", scale=(0.75, 1.33)).tag == "unet-mobilenet_v2-scale"

@@ -726,3 +726,19 @@ def test_ema_weights_are_what_validation_scores_and_keeps(tiny_model, tset):
     assert res.best_step == min((h["step"] for h in res.history),
                                 key=lambda s: [h["val_loss"] for h in res.history
                                                if h["step"] == s][0])
+
+
+def test_finetune_teaches_an_unscaled_model_the_scale_of_its_images(tiny_model):
+    """The scale check at inference needs the pixel size a model was refined at: a model that
+    knew none takes the median calibration of the images of a round that changed it."""
+    def entries(*sizes):
+        return TrainingSet([TrainingEntry(*disks(k), name=f"d{k}", pixel_size_nm=px)
+                            for k, px in enumerate(sizes)])
+    assert tiny_model.spec.pixel_size_nm is None
+    cfg = TrainConfig(steps=2, lr=3e-3, **dict(FAST, val_fraction=0.0))  # keeps the last step
+    res = finetune(tiny_model, entries(0.4, None), cfg)
+    assert res.best_step > 0 and tiny_model.spec.pixel_size_nm is None  # one uncalibrated
+    res = finetune(tiny_model, entries(0.4, 0.8, 0.5), cfg)
+    assert res.best_step > 0 and tiny_model.spec.pixel_size_nm == pytest.approx(0.5)
+    finetune(tiny_model, entries(2.0, 2.0), cfg)
+    assert tiny_model.spec.pixel_size_nm == pytest.approx(0.5)  # a known scale is kept

@@ -40,7 +40,9 @@ def setup(make_napari_viewer, qtbot, tiny_model):
     session.predictions["img"] = result
     session.inference_settings.update(threshold=0.5, device="cpu")
     labels = core.instances_from_mask(mask).astype(np.uint16)
-    session.training_set = TrainingSet([core.to_training_entry(image, labels, name="img")])
+    # as the Corrections panel adds it: with the layer's calibration (2 nm/px)
+    session.training_set = TrainingSet([core.to_training_entry(image, labels, name="img",
+                                                               pixel_size_nm=2.0)])
     widget = FinetuneWidget(viewer)
     qtbot.addWidget(widget)
     widget.batch.setValue(2)
@@ -213,6 +215,7 @@ def test_save_records_the_panels_threshold_and_revert_forgets_the_saved_file(
     viewer, widget, session = setup
     model = session.model
     source, key, threshold = model.source, session.model_key, model.threshold
+    assert model.spec.pixel_size_nm is None
     widget.budget_steps.setValue(3)
     worker = widget.start()
     with qtbot.waitSignal(worker.finished, timeout=120_000):
@@ -222,11 +225,15 @@ def test_save_records_the_panels_threshold_and_revert_forgets_the_saved_file(
         with qtbot.waitSignal(widget.inference_worker.finished, timeout=60_000):
             pass
     session.panel_threshold = 0.3  # what the Inference panel's box now shows
+    # the model knew no scale; it learned that of the corrected image (2 nm/px)
+    assert model.spec.pixel_size_nm == 2.0
     path = widget.save_model(tmp_path / "tuned.safetensors")
-    assert load_model(path, device="cpu").threshold == 0.3
+    saved = load_model(path, device="cpu")
+    assert saved.threshold == 0.3 and saved.spec.pixel_size_nm == 2.0
     assert session.model_key == str(path) and model.source == str(path)
     assert widget.revert()
     assert session.model_key == key and model.source == source
+    assert model.spec.pixel_size_nm is None
     assert model.threshold == threshold and model.name == "tiny"
     if widget.inference_worker is not None:
         with qtbot.waitSignal(widget.inference_worker.finished, timeout=60_000):

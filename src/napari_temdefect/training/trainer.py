@@ -301,7 +301,18 @@ def finetune(model, training_set, config: TrainConfig | None = None, progress=No
     config = (dataclasses.replace(config) if config is not None else TrainConfig()) \
         .resolved("finetune")
     tset = check_training_inputs(model, training_set, config)
-    return _run(model, tset, config, progress, cancel, kind="finetune")
+    result = _run(model, tset, config, progress, cancel, kind="finetune")
+    if result.best_step > 0:
+        _learned_scale(model, tset)
+    return result
+
+
+def _learned_scale(model, tset: TrainingSet) -> None:
+    """A model that knew no scale learns the calibration of the images it trained on (their
+    median), so inference can warn when a micrograph's pixel size is far from it."""
+    sizes = [e.pixel_size_nm for e in tset]
+    if model.spec.pixel_size_nm is None and sizes and all(s is not None for s in sizes):
+        model.spec.pixel_size_nm = float(np.median(sizes))
 
 
 def train(spec_or_model, training_set, config: TrainConfig | None = None, *,
@@ -333,9 +344,7 @@ def train(spec_or_model, training_set, config: TrainConfig | None = None, *,
         if config.device is None:
             config.device = "auto"  # a new network trains on the best device there is
     tset = check_training_inputs(model, training_set, config)
-    sizes = [e.pixel_size_nm for e in tset]
-    if model.spec.pixel_size_nm is None and sizes and all(s is not None for s in sizes):
-        model.spec.pixel_size_nm = float(np.median(sizes))  # the scale the model learned
+    _learned_scale(model, tset)
     return _run(model, tset, config, progress, cancel, kind="train")
 
 

@@ -148,7 +148,7 @@ class FinetuneWidget(QWidget):
         self._relay = _Relay()
         self._relay.event.connect(self._on_progress)
         #: what Revert goes back to, besides the weights: (model, history length, parent, name,
-        #: source, the session's model key, metadata)
+        #: source, the session's model key, metadata, training pixel size)
         self._before: tuple | None = None
         self._first_round = False
 
@@ -341,7 +341,8 @@ class FinetuneWidget(QWidget):
         if self._first_round:
             self.session.weights_before_finetune = model.copy_weights()
             self._before = (model, len(model.history), model.parent, model.name,
-                            model.source, self.session.model_key, dict(model.metadata))
+                            model.source, self.session.model_key, dict(model.metadata),
+                            model.spec.pixel_size_nm)
             model.parent = self.session.model_key or model.source or model.name
         self._cancel = threading.Event()
         self.plot.clear()
@@ -566,12 +567,13 @@ class FinetuneWidget(QWidget):
             if self.session.predicting:  # swapping weights mid-run would mix two models
                 raise TemDefectError("Inference is running on this model; wait for it to "
                                      "finish, then Revert.")
-            _, n_hist, parent, name, source, key, metadata = self._before
+            _, n_hist, parent, name, source, key, metadata, pixel_size = self._before
             model.restore_weights(self.session.weights_before_finetune)
             del model.history[n_hist:]
             model.parent, model.name = parent, name
             # a Save in between pointed the panels at the saved file; these weights are not it
             model.source, model.metadata = source, metadata
+            model.spec.pixel_size_nm = pixel_size  # the scale the first round taught it
             self.session.model_key = key
             self.session.weights_before_finetune = None
             self._before = None
