@@ -64,6 +64,24 @@ def test_table_features_and_row_click_centres(setup, qtbot):
     assert widget.axes.patches  # histogram bars were drawn
 
 
+def test_measuring_keeps_the_features_the_layer_already_had(setup, qtbot):
+    """Columns the user (or another plugin) put on the labels are kept, matched by label id;
+    a second run replaces the measurements, not them."""
+    viewer, layer, widget = setup
+    layer.features = pd.DataFrame({"index": [4, 2, 1, 3], "phase": ["d", "b", "a", "c"],
+                                   "equivalent_diameter_nm": [0.0, 0.0, 0.0, 0.0]})
+    run(widget, qtbot)
+    feats = layer.features
+    assert widget.result_layer is layer
+    by_id = dict(zip(feats["index"], feats["phase"]))
+    assert by_id == {1: "a", 2: "b", 3: "c", 4: "d"}
+    assert "equivalent_diameter_nm" in feats.columns
+    assert (feats["equivalent_diameter_nm"] > 0).all()  # a measured column is replaced
+    run(widget, qtbot)
+    assert dict(zip(layer.features["index"], layer.features["phase"])) == by_id
+    assert list(layer.features.columns).count("phase") == 1
+
+
 def test_uncalibrated_layer_reports_pixels(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     viewer.add_labels((disk_labels() > 0).astype(np.uint8), name="m defects")

@@ -141,6 +141,27 @@ class DataFrameModel(QAbstractTableModel):
         return str(section + 1)
 
 
+
+def _merged_features(old, new):
+    """The measurements ``new`` (one row per object, keyed by ``index``, the label id) plus the
+    columns that the user or another plugin had put in the layer's features, matched by label
+    id, so measuring a layer never drops them. A re-run replaces the measurement columns."""
+    import pandas as pd
+
+    if old is None or len(old.columns) == 0:
+        return new
+    extra = [c for c in old.columns if c not in new.columns and c != "index"]
+    if not extra:
+        return new
+    if "index" in old.columns:
+        keyed = old[["index", *extra]]
+    else:  # napari's rule without an "index" column: row n describes label n
+        keyed = old[extra].assign(index=np.arange(len(old)))
+    keyed = keyed.drop_duplicates("index").astype({"index": new["index"].dtype})
+    merged = new.merge(keyed, on="index", how="left")
+    return pd.DataFrame(merged).reset_index(drop=True)
+
+
 class QuantifyWidget(QWidget):
     """Measure the defects of a labels or probability layer; tables, histogram and CSV."""
 
@@ -450,7 +471,7 @@ class QuantifyWidget(QWidget):
             name = f"{image_name_of(layer.name)} {result.kind}"
             target = set_layer(self.viewer, name, result.labels, "labels",
                                metadata={"temdefect": {"quantify": result.kind}}, **geo)
-        target.features = features
+        target.features = _merged_features(target.features, features) if same else features
         self.result_layer = target
         self.objects_model.set_frame(result.objects)
         for i, column in enumerate(result.objects.columns):  # the same in every row
