@@ -82,6 +82,21 @@ def test_measuring_keeps_the_features_the_layer_already_had(setup, qtbot):
     assert list(layer.features.columns).count("phase") == 1
 
 
+def test_features_whose_index_names_no_label_do_not_break_the_merge():
+    """An "index" column with text or NaN (another plugin's table) matches no label; the
+    measurements still go on the layer instead of an exception on the GUI thread."""
+    from napari_temdefect.widgets.quantify import _merged_features
+
+    new = pd.DataFrame({"index": [1, 2, 3], "area_px": [5.0, 6.0, 7.0]})
+    for old in (pd.DataFrame({"index": ["x", "2"], "phase": ["a", "b"]}),
+                pd.DataFrame({"index": [2.0, np.nan, 1.5], "phase": ["b", "a", "c"]})):
+        merged = _merged_features(old, new)
+        assert merged["index"].tolist() == [1, 2, 3]
+        assert merged["area_px"].tolist() == [5.0, 6.0, 7.0]
+        assert merged["phase"].isna().tolist() == [True, False, True]
+        assert merged.loc[1, "phase"] == "b"
+
+
 def test_uncalibrated_layer_reports_pixels(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     viewer.add_labels((disk_labels() > 0).astype(np.uint8), name="m defects")

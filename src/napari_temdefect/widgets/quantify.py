@@ -141,7 +141,6 @@ class DataFrameModel(QAbstractTableModel):
         return str(section + 1)
 
 
-
 def _merged_features(old, new):
     """The measurements ``new`` (one row per object, keyed by ``index``, the label id) plus the
     columns that the user or another plugin had put in the layer's features, matched by label
@@ -157,9 +156,11 @@ def _merged_features(old, new):
         keyed = old[["index", *extra]]
     else:  # napari's rule without an "index" column: row n describes label n
         keyed = old[extra].assign(index=np.arange(len(old)))
+    # an "index" that is not a whole number (text, NaN) names no label: nothing to match
+    ids = pd.to_numeric(keyed["index"], errors="coerce")
+    keyed = keyed[ids.notna() & (ids % 1 == 0)].assign(index=ids.astype("float64"))
     keyed = keyed.drop_duplicates("index").astype({"index": new["index"].dtype})
-    merged = new.merge(keyed, on="index", how="left")
-    return pd.DataFrame(merged).reset_index(drop=True)
+    return new.merge(keyed, on="index", how="left")
 
 
 class QuantifyWidget(QWidget):
