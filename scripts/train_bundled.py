@@ -98,11 +98,15 @@ class Variant:
     intensity: float = INTENSITY
     blur: float = BLUR
     shading: float = SHADING
+    #: learning curve: train on ``images`` of the fold's training images (None: all of them),
+    #: the ``subset``-th disjoint group of that size in the set's order
+    images: int | None = None
+    subset: int = 0
 
     @property
     def tag(self) -> str:
         """``<arch>[-random][-scale][-cont][-xinit][-invert<P>][-cldice<W>][-ema<D>][-patch<N>]
-        [-batch<N>][-intensity<S>][-blur<S>][-shading<A>][-seed<N>]``."""
+        [-batch<N>][-intensity<S>][-blur<S>][-shading<A>][-n<N>s<K>][-seed<N>]``."""
         scale = None if self.scale is None else tuple(self.scale)
         parts = [self.arch]
         if self.random_init and self.arch in PRETRAINED:
@@ -117,6 +121,8 @@ class Variant:
             value = getattr(self, name)
             if value != default:
                 parts.append(f"{name}{value:g}")
+        if self.images is not None:
+            parts.append(f"n{self.images}s{self.subset}")
         if self.seed:
             parts.append(f"seed{self.seed}")
         return "-".join(parts)
@@ -135,6 +141,17 @@ class Variant:
                            cldice_weight=self.cldice, ema=self.ema,
                            intensity=self.intensity,
                            blur=self.blur, shading=self.shading)
+
+    def training_names(self, names: list[str]) -> list[str]:
+        """The fold's training images this variant trains on: all of ``names``, or its
+        ``subset``-th disjoint group of ``images`` (the learning-curve runs)."""
+        if self.images is None:
+            return list(names)
+        lo, hi = self.subset * self.images, (self.subset + 1) * self.images
+        if self.images < 1 or self.subset < 0 or hi > len(names):
+            raise SystemExit(f"--images {self.images} --subset {self.subset} needs "
+                             f"{hi} training images; this fold has {len(names)}")
+        return list(names[lo:hi])
 
     def encoder_weights(self) -> str | None:
         """The ImageNet encoder file a new network of this variant starts from (or None)."""
@@ -256,7 +273,7 @@ def run_cv(kind: str, steps: int, variant: Variant = RECIPE, folds=None) -> dict
     for k, held in enumerate(FOLDS[kind]):
         if folds is not None and k not in folds:
             continue
-        train_names = [n for n in all_names if n not in held]
+        train_names = variant.training_names([n for n in all_names if n not in held])
         init, lr = None, 2e-3
         if variant.cont:
             init, lr = RUNS / "cv" / variant.arch / f"{kind}-fold{k}.safetensors", CONTINUE_LR
@@ -410,7 +427,15 @@ def main(argv=None) -> int:
                     help=f"largest background ramp, as a fraction of the intensity span "
                          f"(common recipe {SHADING:g}); CV folds go to cv/<arch>-shading<A> when "
                          "it differs")
+    ap.add_argument("--images", type=int, default=None, metavar="N",
+                    help="cv: train each fold on N of its training images (learning curve; "
+                         "default all); CV folds go to cv/<arch>-n<N>s<K>")
+    ap.add_argument("--subset", type=int, default=0, metavar="K",
+                    help="with --images: which disjoint group of N training images, in the "
+                         "set's order (default 0)")
     args = ap.parse_args(argv)
+    if args.images is not None and args.stage != "cv":
+        ap.error("--images only applies to --stage cv (the shipped models train on every image)")
     common = Variant(arch=args.arch, seed=args.seed,
                      scale=None if args.scale is None else tuple(args.scale),
                      invert=args.invert, cldice=args.cldice, ema=args.ema,
@@ -418,7 +443,8 @@ def main(argv=None) -> int:
                      xinit=args.xinit, cont=args.cont, patch=args.patch, batch=args.batch,
                      intensity=INTENSITY if args.intensity is None else args.intensity,
                      blur=BLUR if args.blur is None else args.blur,
-                     shading=SHADING if args.shading is None else args.shading)
+                     shading=SHADING if args.shading is None else args.shading,
+                     images=args.images, subset=args.subset)
     given = any(getattr(args, name) is not None for name in APPEARANCE)
     set_threads(args.threads)
     for kind in args.only:

@@ -58,6 +58,19 @@ def test_recipe_variants_keep_their_cv_folder_names(train_bundled):
     assert recipe_for("bubble", V(seed=1)).tag == \
         "unet-resnet18-intensity2-blur1.5-shading0.3-seed1"
     assert recipe_for("bubble", V(blur=1.0), given=True).tag == "unet-resnet18-blur1"
+    assert V(images=3, subset=1).tag == "unet-resnet18-n3s1"
+    assert recipe_for("bubble", V(images=2)).tag == \
+        "unet-resnet18-intensity2-blur1.5-shading0.3-n2s0"
+
+
+def test_learning_curve_subsets_are_disjoint_groups_of_the_training_images(train_bundled):
+    names = ["a", "b", "c", "d", "e", "f"]
+    V = train_bundled.Variant
+    assert V().training_names(names) == names
+    assert V(images=3, subset=0).training_names(names) == ["a", "b", "c"]
+    assert V(images=3, subset=1).training_names(names) == ["d", "e", "f"]
+    with pytest.raises(SystemExit, match="needs 9 training images; this fold has 6"):
+        V(images=3, subset=2).training_names(names)
 
 
 def test_recipe_config_carries_every_variant_field(train_bundled):
