@@ -65,6 +65,8 @@ CLDICE = 0.0
 #: Decay of the weight average that validation scores and training keeps (``TrainConfig.ema``;
 #: 0: off).
 EMA = 0.0
+#: Coefficient of the L2 penalty on conv/linear weights (``TrainConfig.l2``, a sum of squares).
+L2 = 1e-5
 #: Appearance augmentation of the shipped recipe (``TrainConfig.intensity/blur/shading``):
 #: the mild intensity jitter, no blur, no background ramp.
 INTENSITY, BLUR, SHADING = 1.0, 0.0, 0.0
@@ -90,6 +92,7 @@ class Variant:
     invert: float = INVERT
     cldice: float = CLDICE
     ema: float = EMA
+    l2: float = L2
     random_init: bool = False  # an ImageNet spec (``PRETRAINED``) from random weights
     xinit: bool = False  # start from the other real set's shipped model (``CROSS``)
     cont: bool = False  # continue the recipe's checkpoints (``CONTINUE_LR``)
@@ -105,8 +108,8 @@ class Variant:
 
     @property
     def tag(self) -> str:
-        """``<arch>[-random][-scale][-cont][-xinit][-invert<P>][-cldice<W>][-ema<D>][-patch<N>]
-        [-batch<N>][-intensity<S>][-blur<S>][-shading<A>][-n<N>s<K>][-seed<N>]``."""
+        """``<arch>[-random][-scale][-cont][-xinit][-invert<P>][-cldice<W>][-ema<D>][-l2<C>]
+        [-patch<N>][-batch<N>][-intensity<S>][-blur<S>][-shading<A>][-n<N>s<K>][-seed<N>]``."""
         scale = None if self.scale is None else tuple(self.scale)
         parts = [self.arch]
         if self.random_init and self.arch in PRETRAINED:
@@ -115,7 +118,7 @@ class Variant:
             parts.append("scale" if scale is not None else "noscale")
         parts += ["cont"] * self.cont + ["xinit"] * self.xinit
         for name, default in (("invert", INVERT), ("cldice", CLDICE), ("ema", EMA),
-                              ("patch", PATCH),
+                              ("l2", L2), ("patch", PATCH),
                               ("batch", BATCH), ("intensity", INTENSITY), ("blur", BLUR),
                               ("shading", SHADING)):
             value = getattr(self, name)
@@ -134,7 +137,7 @@ class Variant:
         from napari_temdefect.training import TrainConfig
 
         return TrainConfig(depth="all", freeze_bn=False, steps=steps, lr=lr, schedule="cosine",
-                           l2=1e-5, batch_size=self.batch, patch_size=self.patch,
+                           l2=self.l2, batch_size=self.batch, patch_size=self.patch,
                            val_fraction=0.1, patience=None, eval_every=100,
                            monitor="val_loss", seed=self.seed, device="cpu",
                            scale_range=self.scale, invert=self.invert,
@@ -427,6 +430,9 @@ def main(argv=None) -> int:
                     help=f"largest background ramp, as a fraction of the intensity span "
                          f"(common recipe {SHADING:g}); CV folds go to cv/<arch>-shading<A> when "
                          "it differs")
+    ap.add_argument("--l2", type=float, default=L2, metavar="C",
+                    help=f"coefficient of the L2 weight penalty (default {L2:g}); CV folds go to "
+                         "cv/<arch>-l2<C> when it differs")
     ap.add_argument("--images", type=int, default=None, metavar="N",
                     help="cv: train each fold on N of its training images (learning curve; "
                          "default all); CV folds go to cv/<arch>-n<N>s<K>")
@@ -439,7 +445,7 @@ def main(argv=None) -> int:
     common = Variant(arch=args.arch, seed=args.seed,
                      scale=None if args.scale is None else tuple(args.scale),
                      invert=args.invert, cldice=args.cldice, ema=args.ema,
-                     random_init=args.random_init,
+                     l2=args.l2, random_init=args.random_init,
                      xinit=args.xinit, cont=args.cont, patch=args.patch, batch=args.batch,
                      intensity=INTENSITY if args.intensity is None else args.intensity,
                      blur=BLUR if args.blur is None else args.blur,

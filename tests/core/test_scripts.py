@@ -58,6 +58,8 @@ def test_recipe_variants_keep_their_cv_folder_names(train_bundled):
     assert recipe_for("bubble", V(seed=1)).tag == \
         "unet-resnet18-intensity2-blur1.5-shading0.3-seed1"
     assert recipe_for("bubble", V(blur=1.0), given=True).tag == "unet-resnet18-blur1"
+    assert V(l2=1e-4).tag == "unet-resnet18-l20.0001"
+    assert V(l2=1e-4).config(10).l2 == 1e-4 and V().config(10).l2 == 1e-5
     assert V(images=3, subset=1).tag == "unet-resnet18-n3s1"
     assert recipe_for("bubble", V(images=2)).tag == \
         "unet-resnet18-intensity2-blur1.5-shading0.3-n2s0"
