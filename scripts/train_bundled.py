@@ -151,7 +151,7 @@ class Variant:
         if self.images is None:
             return list(names)
         lo, hi = self.subset * self.images, (self.subset + 1) * self.images
-        if self.images < 1 or self.subset < 0 or hi > len(names):
+        if hi > len(names):
             raise SystemExit(f"--images {self.images} --subset {self.subset} needs "
                              f"{hi} training images; this fold has {len(names)}")
         return list(names[lo:hi])
@@ -442,6 +442,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.images is not None and args.stage != "cv":
         ap.error("--images only applies to --stage cv (the shipped models train on every image)")
+    if args.images is not None and args.images < 1:
+        ap.error(f"--images {args.images} is not a number of images; give 1 or more")
+    if args.subset < 0 or (args.subset and args.images is None):
+        ap.error("--subset K needs --images N and K ≥ 0 (the K-th group of N training images)")
     common = Variant(arch=args.arch, seed=args.seed,
                      scale=None if args.scale is None else tuple(args.scale),
                      invert=args.invert, cldice=args.cldice, ema=args.ema,
