@@ -62,6 +62,8 @@ SCALE = None
 INVERT = 0.0
 #: Weight of the soft clDice term (``TrainConfig.cldice_weight``; 0: off).
 CLDICE = 0.0
+#: Weight of the Lovász hinge (``TrainConfig.lovasz_weight``; 0: off).
+LOVASZ = 0.0
 #: Decay of the weight average that validation scores and training keeps (``TrainConfig.ema``;
 #: 0: off).
 EMA = 0.0
@@ -91,6 +93,7 @@ class Variant:
     scale: tuple | None = SCALE
     invert: float = INVERT
     cldice: float = CLDICE
+    lovasz: float = LOVASZ
     ema: float = EMA
     l2: float = L2
     random_init: bool = False  # an ImageNet spec (``PRETRAINED``) from random weights
@@ -108,8 +111,8 @@ class Variant:
 
     @property
     def tag(self) -> str:
-        """``<arch>[-random][-scale][-cont][-xinit][-invert<P>][-cldice<W>][-ema<D>][-l2<C>]
-        [-patch<N>][-batch<N>][-intensity<S>][-blur<S>][-shading<A>][-n<N>s<K>][-seed<N>]``."""
+        """``<arch>[-random][-scale][-cont][-xinit][-invert<P>][-cldice<W>][-lovasz<W>][-ema<D>]
+        [-l2<C>][-patch<N>][-batch<N>][-intensity<S>][-blur<S>][-shading<A>][-n<N>s<K>][-seed<N>]``."""
         scale = None if self.scale is None else tuple(self.scale)
         parts = [self.arch]
         if self.random_init and self.arch in PRETRAINED:
@@ -117,7 +120,8 @@ class Variant:
         if scale != SCALE:
             parts.append("scale" if scale is not None else "noscale")
         parts += ["cont"] * self.cont + ["xinit"] * self.xinit
-        for name, default in (("invert", INVERT), ("cldice", CLDICE), ("ema", EMA),
+        for name, default in (("invert", INVERT), ("cldice", CLDICE), ("lovasz", LOVASZ),
+                              ("ema", EMA),
                               ("l2", L2), ("patch", PATCH),
                               ("batch", BATCH), ("intensity", INTENSITY), ("blur", BLUR),
                               ("shading", SHADING)):
@@ -141,7 +145,8 @@ class Variant:
                            val_fraction=0.1, patience=None, eval_every=100,
                            monitor="val_loss", seed=self.seed, device="cpu",
                            scale_range=self.scale, invert=self.invert,
-                           cldice_weight=self.cldice, ema=self.ema,
+                           cldice_weight=self.cldice, lovasz_weight=self.lovasz,
+                           ema=self.ema,
                            intensity=self.intensity,
                            blur=self.blur, shading=self.shading)
 
@@ -398,6 +403,10 @@ def main(argv=None) -> int:
     ap.add_argument("--cldice", type=float, default=CLDICE, metavar="W",
                     help=f"weight of the soft clDice (topology) loss term (default {CLDICE:g}); "
                          "CV folds go to cv/<arch>-cldice<W> when it differs")
+    ap.add_argument("--lovasz", type=float, default=LOVASZ, metavar="W",
+                    help=f"weight of the Lovász hinge (an IoU surrogate at 0.5) added to BCE + "
+                         f"Dice (default {LOVASZ:g}); CV folds go to cv/<arch>-lovasz<W> when it "
+                         "differs")
     ap.add_argument("--ema", type=float, default=EMA, metavar="D",
                     help=f"decay of the weight average that validation scores and the run keeps "
                          f"(default {EMA:g}: off); CV folds go to cv/<arch>-ema<D> when it "
@@ -448,7 +457,7 @@ def main(argv=None) -> int:
         ap.error("--subset K needs --images N and K ≥ 0 (the K-th group of N training images)")
     common = Variant(arch=args.arch, seed=args.seed,
                      scale=None if args.scale is None else tuple(args.scale),
-                     invert=args.invert, cldice=args.cldice, ema=args.ema,
+                     invert=args.invert, cldice=args.cldice, lovasz=args.lovasz, ema=args.ema,
                      l2=args.l2, random_init=args.random_init,
                      xinit=args.xinit, cont=args.cont, patch=args.patch, batch=args.batch,
                      intensity=INTENSITY if args.intensity is None else args.intensity,

@@ -61,6 +61,10 @@ def test_recipe_variants_keep_their_cv_folder_names(train_bundled):
     assert V(l2=1e-4).tag == "unet-resnet18-l20.0001"
     assert V(l2=1e-4).config(10).l2 == 1e-4 and V().config(10).l2 == 1e-5
     assert V(images=3, subset=1).tag == "unet-resnet18-n3s1"
+    assert V(lovasz=1).tag == "unet-resnet18-lovasz1"
+    assert V(lovasz=1).config(10).lovasz_weight == 1 and V().config(10).lovasz_weight == 0
+    assert recipe_for("bubble", V(lovasz=1)).tag == \
+        "unet-resnet18-lovasz1-intensity2-blur1.5-shading0.3"
     assert recipe_for("bubble", V(images=2)).tag == \
         "unet-resnet18-intensity2-blur1.5-shading0.3-n2s0"
 

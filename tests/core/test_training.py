@@ -303,6 +303,51 @@ def test_cldice_charges_a_gap_in_a_line_more_than_a_thicker_line_unlike_dice():
     assert float(masked_cldice(logit(gap), truth, valid)) < 1e-3
 
 
+def test_lovasz_hinge_scores_the_mask_at_0_5_and_skips_ignored_pixels():
+    from napari_temdefect.training.losses import masked_lovasz
+
+    truth = torch.zeros(2, 1, 32, 32)
+    truth[0, :, 8:20, 8:20] = 1
+    truth[1, :, 2:6, 2:30] = 1
+    valid = torch.ones_like(truth)
+    sign = 2 * truth - 1
+    # every pixel on the right side of 0.5 by a margin of 1 in logit: no loss at all
+    assert float(masked_lovasz(2 * sign, truth, valid)) == 0.0
+    # all logits 0 (probability 0.5 everywhere): every hinge is 1, the loss is exactly 1
+    assert float(masked_lovasz(torch.zeros_like(truth), truth, valid)) == pytest.approx(1.0)
+    # wrong pixels cost: flipping a block of the first mask raises the loss, more for more
+    small, large = 2 * sign.clone(), 2 * sign.clone()
+    small[0, :, 8:10, 8:20] *= -1
+    large[0, :, 8:14, 8:20] *= -1
+    ls, ll = (float(masked_lovasz(x, truth, valid)) for x in (small, large))
+    assert 0 < ls < ll
+    # the same wrong pixels under an ignore mask cost nothing and get no gradient
+    valid[0, :, 8:14, 8:20] = 0
+    x = large.clone().requires_grad_(True)
+    loss = masked_lovasz(x, truth, valid)
+    loss.backward()
+    assert float(loss) == 0.0 and float(x.grad[0, :, 8:14, 8:20].abs().sum()) == 0.0
+    # an image with no valid pixel is skipped, and an all-ignored batch gives 0, not NaN
+    assert float(masked_lovasz(large, truth, torch.zeros_like(truth))) == 0.0
+
+
+def test_lovasz_weight_trains_and_is_validated(tiny_model, tset):
+    with pytest.raises(TemDefectError, match="lovasz_weight must be zero or positive"):
+        finetune(tiny_model, tset, TrainConfig(steps=1, lovasz_weight=-1, **FAST))
+    import copy
+
+    plain = copy.deepcopy(tiny_model)
+    fast = dict(FAST, eval_every=1)
+    finetune(tiny_model, tset, TrainConfig(steps=1, lovasz_weight=1.0, **fast))
+    finetune(plain, tset, TrainConfig(steps=1, **fast))
+    assert tiny_model.history[-1]["config"]["lovasz_weight"] == 1.0
+    # same init, seed and batch: the first step's training loss carries the extra term,
+    # and the validation loss (BCE + Dice only) of the untrained weights is the same
+    (v0, v1), (p0, p1) = (m.history[-1]["evaluations"] for m in (tiny_model, plain))
+    assert v0["val_loss"] == pytest.approx(p0["val_loss"])
+    assert v1["train_loss"] > p1["train_loss"] + 0.05
+
+
 def test_cldice_weight_trains_and_is_validated(tiny_model, tset):
     with pytest.raises(TemDefectError, match="cldice_weight must be zero or positive"):
         finetune(tiny_model, tset, TrainConfig(steps=1, cldice_weight=-1, **FAST))

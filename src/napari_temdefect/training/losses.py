@@ -1,5 +1,6 @@
 """Losses: per-class sigmoid BCE plus soft Dice, both restricted to valid (not ignored) pixels,
-and optionally soft clDice (a topology term for thin line networks).
+optionally soft clDice (a topology term for thin line networks) and the Lovász hinge (an IoU
+surrogate at the 0.5 threshold).
 
 The models emit one logit per class; several classes are a one-hot of the class map, each with
 its own sigmoid. Ignored pixels contribute nothing, not even a gradient.
@@ -36,14 +37,16 @@ def masked_dice(logits, target, valid, smooth: float = 1.0):
 
 
 def bce_dice_loss(logits, target, valid, pos_weight=None, dice_weight: float = 1.0,
-                  cldice_weight: float = 0.0):
-    """BCE + ``dice_weight`` × Dice (+ ``cldice_weight`` × clDice), ignoring pixels where
-    ``valid`` is 0."""
+                  cldice_weight: float = 0.0, lovasz_weight: float = 0.0):
+    """BCE + ``dice_weight`` × Dice (+ ``cldice_weight`` × clDice + ``lovasz_weight`` × Lovász
+    hinge), ignoring pixels where ``valid`` is 0."""
     loss = masked_bce(logits, target, valid, pos_weight)
     if dice_weight:
         loss = loss + dice_weight * masked_dice(logits, target, valid)
     if cldice_weight:
         loss = loss + cldice_weight * masked_cldice(logits, target, valid)
+    if lovasz_weight:
+        loss = loss + lovasz_weight * masked_lovasz(logits, target, valid)
     return loss
 
 
@@ -90,3 +93,34 @@ def cldice_from_terms(sp_g, sp, sg_p, sg, smooth: float = 1.0):
 def masked_cldice(logits, target, valid, iterations: int = 5, smooth: float = 1.0):
     """1 − soft clDice over the batch, ignoring pixels where ``valid`` is 0."""
     return cldice_from_terms(*cldice_terms(logits, target, valid, iterations), smooth=smooth)
+
+
+def _lovasz_grad(gt_sorted):
+    """Gradient of the Lovász extension of the Jaccard loss at pixels sorted by error."""
+    gts = gt_sorted.sum()
+    intersection = gts - gt_sorted.cumsum(0)
+    union = gts + (1.0 - gt_sorted).cumsum(0)
+    jaccard = 1.0 - intersection / union
+    return torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])
+
+
+def masked_lovasz(logits, target, valid):
+    """Lovász hinge (Berman et al., CVPR 2018), per image and class, averaged: a convex
+    surrogate of 1 − IoU of the mask thresholded at logit 0 (probability 0.5, the threshold
+    pixel F1 is scored at), which BCE and soft Dice only approximate. Ignored pixels take no
+    part, not even in the sort."""
+    valid = valid.expand_as(logits) > 0
+    losses = []
+    for b in range(logits.shape[0]):
+        for c in range(logits.shape[1]):
+            keep = valid[b, c]
+            lg = logits[b, c][keep]
+            if lg.numel() == 0:
+                continue
+            gt = target[b, c][keep].to(logits.dtype)
+            errors = 1.0 - lg * (2.0 * gt - 1.0)
+            errors_sorted, perm = torch.sort(errors, descending=True)
+            losses.append(torch.dot(F.relu(errors_sorted), _lovasz_grad(gt[perm])))
+    if not losses:
+        return logits.sum() * 0.0
+    return torch.stack(losses).mean()

@@ -38,6 +38,7 @@ _NUMERIC = (("steps", int), ("minutes", float), ("lr", float), ("l2", float),
             ("val_fraction", float), ("patience", int), ("eval_every", int), ("seed", int),
             ("invert", float), ("intensity", float), ("blur", float), ("shading", float),
             ("pos_weight", float), ("dice_weight", float), ("cldice_weight", float),
+            ("lovasz_weight", float),
             ("edited_weight", float), ("ema", float))
 
 
@@ -102,6 +103,9 @@ class TrainConfig:
     #: weight of the soft clDice term (0: off, as the paper). It rewards predictions whose
     #: skeleton follows the true one, so gaps in thin boundaries cost more than their pixels
     cldice_weight: float = 0.0
+    #: weight of the Lovász hinge, an IoU surrogate of the mask at probability 0.5 (0: off, as
+    #: the paper); training loss only, validation keeps BCE + Dice (+ clDice)
+    lovasz_weight: float = 0.0
     #: how much more often patches are centred on corrected pixels than elsewhere
     edited_weight: float = 4.0
     #: decay of an exponential moving average of the weights (and BatchNorm statistics),
@@ -178,6 +182,9 @@ class TrainConfig:
         if not (float(self.cldice_weight) >= 0 and math.isfinite(float(self.cldice_weight))):
             raise TemDefectError(
                 f"cldice_weight must be zero or positive (got {self.cldice_weight}).")
+        if not (float(self.lovasz_weight) >= 0 and math.isfinite(float(self.lovasz_weight))):
+            raise TemDefectError(
+                f"lovasz_weight must be zero or positive (got {self.lovasz_weight}).")
         if not 0.0 <= float(self.ema) < 1.0:
             raise TemDefectError(
                 f"ema is the decay of the weight average, from 0 (off) to below 1, e.g. 0.99 "
@@ -553,7 +560,8 @@ def _loop(model, tset, config, progress, cancel, device, kind):
             group["lr"] = lr
         logits = module(x)
         loss = bce_dice_loss(logits, t, v, pos_weight=pos_weight,
-                             dice_weight=float(config.dice_weight), cldice_weight=cl_weight)
+                             dice_weight=float(config.dice_weight), cldice_weight=cl_weight,
+                             lovasz_weight=float(config.lovasz_weight))
         total = loss
         if float(config.l2) > 0:
             if refs is None:
