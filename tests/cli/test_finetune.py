@@ -111,7 +111,7 @@ def test_train_from_scratch_cli(tmp_path, capsys):
     rc = main(["train", "--images", str(i1), "--labels", str(l1), "--out", str(out),
                "--arch", "unet", "--encoder", "resnet18", "--encoder-depth", "3",
                "--decoder-channels", "16", "8", "4", "--classes", "bubble", "--quiet",
-               "--schedule", "cosine", "--invert", "0.5", "--cldice", "0.5",
+               "--schedule", "cosine", "--invert", "0.5", "--cldice", "0.5", "--lovasz", "1",
                "--intensity", "2", "--blur", "1.5", "--shading", "0.3",
                "--full-resolution-skip", "4", *FAST])
     assert rc == 0, capsys.readouterr().err
@@ -122,6 +122,7 @@ def test_train_from_scratch_cli(tmp_path, capsys):
     config = model.history[-1]["config"]
     assert config["schedule"] == "cosine"
     assert config["invert"] == 0.5 and config["cldice_weight"] == 0.5
+    assert config["lovasz_weight"] == 1
     assert (config["intensity"], config["blur"], config["shading"]) == (2, 1.5, 0.3)
     rc = main(["train", "--images", str(i1), "--labels", str(l1),
                "--out", str(tmp_path / "bad.safetensors"), "--invert", "2", *FAST])

@@ -29,6 +29,8 @@ AUGMENT_AND_LOSS_OPTIONS = (
                             "its intensity span, for uneven illumination (default 0: off)"),
     ("--cldice", 0.0, "W", "weight of a soft clDice (topology) loss term for line networks "
                            "(default 0: BCE + Dice only)"),
+    ("--lovasz", 0.0, "W", "weight of a Lovász hinge loss term, an IoU surrogate of the mask "
+                           "at probability 0.5 (default 0: BCE + Dice only)"),
 )
 
 
@@ -147,7 +149,8 @@ def make_config(args, **overrides):
         l2_sp=args.l2_sp, optimizer=args.optimizer, batch_size=args.batch_size,
         patch_size=args.patch_size, val_fraction=args.val_fraction,
         patience=args.patience or None, augment=not args.no_augment, seed=args.seed,
-        invert=args.invert, cldice_weight=args.cldice, intensity=args.intensity,
+        invert=args.invert, cldice_weight=args.cldice,
+        lovasz_weight=args.lovasz, intensity=args.intensity,
         blur=args.blur, shading=args.shading,
         device=None if args.device == "auto" else args.device,
     )
