@@ -179,12 +179,11 @@ class TrainConfig:
             raise TemDefectError("patience must be at least 1 evaluation (or None for never).")
         if self.eval_every is not None and int(self.eval_every) < 1:
             raise TemDefectError("eval_every must be at least 1 step.")
-        if not (float(self.cldice_weight) >= 0 and math.isfinite(float(self.cldice_weight))):
-            raise TemDefectError(
-                f"cldice_weight must be zero or positive (got {self.cldice_weight}).")
-        if not (float(self.lovasz_weight) >= 0 and math.isfinite(float(self.lovasz_weight))):
-            raise TemDefectError(
-                f"lovasz_weight must be zero or positive (got {self.lovasz_weight}).")
+        for name in ("cldice_weight", "lovasz_weight"):
+            weight = float(getattr(self, name))
+            if not (weight >= 0 and math.isfinite(weight)):
+                raise TemDefectError(
+                    f"{name} must be zero or positive (got {getattr(self, name)}).")
         if not 0.0 <= float(self.ema) < 1.0:
             raise TemDefectError(
                 f"ema is the decay of the weight average, from 0 (off) to below 1, e.g. 0.99 "
@@ -429,6 +428,7 @@ def _loop(model, tset, config, progress, cancel, device, kind):
     pos_weight = None if config.pos_weight is None else torch.tensor(float(config.pos_weight),
                                                                      device=device)
     cl_weight = float(config.cldice_weight)
+    lovasz_weight = float(config.lovasz_weight)
     ema_decay = float(config.ema)
     # the running average: every float tensor of the state (weights and BatchNorm statistics)
     ema_state = ({k: v.detach().clone() for k, v in module.state_dict().items()
@@ -561,7 +561,7 @@ def _loop(model, tset, config, progress, cancel, device, kind):
         logits = module(x)
         loss = bce_dice_loss(logits, t, v, pos_weight=pos_weight,
                              dice_weight=float(config.dice_weight), cldice_weight=cl_weight,
-                             lovasz_weight=float(config.lovasz_weight))
+                             lovasz_weight=lovasz_weight)
         total = loss
         if float(config.l2) > 0:
             if refs is None:
