@@ -9,6 +9,11 @@ D4 + jitter) on the labelled images ``--train`` of ``../shared/data/<dataset>`` 
 ``$TEMDEFECT_DATA``), and scored with ``inference.predict`` (pixel F1 at 0.5; boundary F1 with a
 3 px tolerance for grain boundaries) on EVERY OTHER image of the set, before and after.
 Prints a Markdown table; ``--json PATH`` also writes the numbers.
+
+``--selection`` also scores, from the same round, the weights that each rule for choosing the
+kept checkpoint would have kept: the best validation loss (the product's default), the best
+validation F1, and the last step. It measures whether the held-back tiles of one or two images
+pick good weights.
 """
 
 from __future__ import annotations
@@ -51,6 +56,17 @@ def score(model, pairs, names, lines: bool, device, threshold=None):
     return out
 
 
+def kept_steps(history: list[dict]) -> dict[str, int]:
+    """The step each rule would keep, from a round's evaluations: the first best validation
+    loss (as ``finetune`` keeps it), the first best validation F1, and the last evaluation."""
+    evals = [h for h in history if h["val_loss"] is not None]
+    if not evals:
+        raise ValueError("the round held no tile back for validation; nothing to choose from")
+    return {"val_loss": min(evals, key=lambda h: h["val_loss"])["step"],
+            "val_f1": max(evals, key=lambda h: h["val_f1"])["step"],
+            "last": evals[-1]["step"]}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="grain-boundary")
@@ -68,6 +84,9 @@ def main(argv=None):
     ap.add_argument("--threshold", type=float, default=0.5,
                     help="cut the maps here (default 0.5, the paper's metric); 0 or less: the "
                          "model's own operating threshold, as the product uses it")
+    ap.add_argument("--selection", action="store_true",
+                    help="also score the weights that best validation loss, best validation F1 "
+                         "and the last step would keep (same round)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
 
@@ -91,12 +110,27 @@ def main(argv=None):
     tset = TrainingSet([TrainingEntry(*pairs[n], name=n) for n in args.train])
     cfg = TrainConfig(depth=args.depth, steps=None if args.minutes else args.steps,
                       minutes=args.minutes, seed=args.seed, device=args.device)
+    snapshots = {}  # step -> weights, for --selection
+
+    def progress(ev):
+        if ev["event"] != "eval":
+            return
+        print(f"  step {ev['step']:>4}  val loss {ev['val_loss']:.4f}  val F1 {ev['val_f1']:.3f}  "
+              f"{ev['seconds']:.0f} s", flush=True)
+        if args.selection:
+            snapshots[ev["step"]] = {k: v.detach().clone()
+                                     for k, v in model.module.state_dict().items()}
+
     t0 = time.perf_counter()
-    res = finetune(model, tset, cfg, progress=lambda ev: ev["event"] == "eval" and print(
-        f"  step {ev['step']:>4}  val loss {ev['val_loss']:.4f}  val F1 {ev['val_f1']:.3f}  "
-        f"{ev['seconds']:.0f} s", flush=True))
+    res = finetune(model, tset, cfg, progress=progress)
     minutes = (time.perf_counter() - t0) / 60
     after = score(model, pairs, test, lines, args.device, threshold)
+    selection = {}
+    if args.selection:
+        for rule, step in kept_steps(res.history).items():
+            model.module.load_state_dict(snapshots[step])
+            scores = score(model, pairs, test, lines, args.device, threshold)
+            selection[rule] = {"step": step, "scores": scores}
 
     keys = ["pixel_f1"] + (["boundary_f1"] if lines else [])
     print(f"\n{args.model} fine-tuned on {args.dataset} {', '.join(args.train)} "
@@ -110,10 +144,17 @@ def main(argv=None):
     print("| **mean** | " + " | ".join(
         f"**{np.mean([before[n][k] for n in test]):.3f}** | "
         f"**{np.mean([after[n][k] for n in test]):.3f}**" for k in keys) + " |")
+    if selection:
+        print("\n| kept by | step | " + " | ".join(f"mean {k}" for k in keys) + " |")
+        print("| --- | ---: |" + " ---: |" * len(keys))
+        for rule, sel in selection.items():
+            print(f"| {rule} | {sel['step']} | " + " | ".join(
+                f"{np.mean([sel['scores'][n][k] for n in test]):.3f}" for k in keys) + " |")
     if args.json:
         Path(args.json).write_text(json.dumps({
             "args": vars(args), "before": before, "after": after, "steps": res.steps,
-            "best_step": res.best_step, "minutes": minutes, "history": res.history}, indent=1))
+            "best_step": res.best_step, "minutes": minutes, "history": res.history,
+            "selection": selection}, indent=1))
 
 
 if __name__ == "__main__":

@@ -92,3 +92,29 @@ def test_recipe_config_carries_every_variant_field(train_bundled):
     assert (shipped.intensity, shipped.blur, shipped.shading) == (1.0, 0.0, 0.0)
     c = train_bundled.Variant(intensity=2, blur=1.5, shading=0.3).config(10)
     assert (c.intensity, c.blur, c.shading) == (2, 1.5, 0.3)
+
+
+def test_selection_rule_of_the_finetune_harness_is_the_trainers(monkeypatch, tiny_model):
+    """finetune_gain_real.py --selection scores 'the weights finetune keeps' from its own
+    reading of the history; that reading must pick the step the trainer kept."""
+
+    from napari_temdefect.synthetic import make_micrograph
+    from napari_temdefect.training import TrainConfig, TrainingEntry, TrainingSet, finetune
+
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    monkeypatch.delitem(sys.modules, "finetune_gain_real", raising=False)
+    harness = importlib.import_module("finetune_gain_real")
+    entries = []
+    for seed in (0, 1):
+        m = make_micrograph("bubbles", size=(128, 128), seed=seed)
+        entries.append(TrainingEntry(m.image, m.class_map()))
+    config = TrainConfig(steps=12, batch_size=2, patch_size=64, eval_every=2, seed=0,
+                         device="cpu", patience=None)
+    result = finetune(tiny_model, TrainingSet(entries), config)
+    kept = harness.kept_steps(result.history)
+    assert kept["val_loss"] == result.best_step
+    assert kept["last"] == 12
+    f1s = {h["step"]: h["val_f1"] for h in result.history}
+    assert f1s[kept["val_f1"]] == max(f1s.values())
+    with pytest.raises(ValueError, match="no tile back"):
+        harness.kept_steps([{"step": 3, "val_loss": None, "val_f1": None}])
