@@ -108,11 +108,13 @@ class Variant:
     #: the ``subset``-th disjoint group of that size in the set's order
     images: int | None = None
     subset: int = 0
+    #: the validation score that picks the kept weights (``TrainConfig.monitor``)
+    monitor: str = "val_loss"
 
     @property
     def tag(self) -> str:
         """``<arch>[-random][-scale][-cont][-xinit][-invert<P>][-cldice<W>][-lovasz<W>][-ema<D>]
-        [-l2<C>][-patch<N>][-batch<N>][-intensity<S>][-blur<S>][-shading<A>][-n<N>s<K>][-seed<N>]``."""
+        [-l2<C>][-patch<N>][-batch<N>][-intensity<S>][-blur<S>][-shading<A>][-valf1][-n<N>s<K>][-seed<N>]``."""
         scale = None if self.scale is None else tuple(self.scale)
         parts = [self.arch]
         if self.random_init and self.arch in PRETRAINED:
@@ -128,6 +130,8 @@ class Variant:
             value = getattr(self, name)
             if value != default:
                 parts.append(f"{name}{value:g}")
+        if self.monitor != "val_loss":
+            parts.append(self.monitor.replace("_", ""))
         if self.images is not None:
             parts.append(f"n{self.images}s{self.subset}")
         if self.seed:
@@ -143,7 +147,7 @@ class Variant:
         return TrainConfig(depth="all", freeze_bn=False, steps=steps, lr=lr, schedule="cosine",
                            l2=self.l2, batch_size=self.batch, patch_size=self.patch,
                            val_fraction=0.1, patience=None, eval_every=100,
-                           monitor="val_loss", seed=self.seed, device="cpu",
+                           monitor=self.monitor, seed=self.seed, device="cpu",
                            scale_range=self.scale, invert=self.invert,
                            cldice_weight=self.cldice, lovasz_weight=self.lovasz,
                            ema=self.ema,
@@ -448,6 +452,9 @@ def main(argv=None) -> int:
     ap.add_argument("--subset", type=int, default=0, metavar="K",
                     help="with --images: which disjoint group of N training images, in the "
                          "set's order (default 0)")
+    ap.add_argument("--monitor", choices=("val_loss", "val_f1"), default="val_loss",
+                    help="validation score that picks the kept weights (default val_loss, the "
+                         "recipe's); CV folds go to cv/<arch>-valf1 for val_f1")
     args = ap.parse_args(argv)
     if args.images is not None and args.stage != "cv":
         ap.error("--images only applies to --stage cv (the shipped models train on every image)")
@@ -463,7 +470,7 @@ def main(argv=None) -> int:
                      intensity=INTENSITY if args.intensity is None else args.intensity,
                      blur=BLUR if args.blur is None else args.blur,
                      shading=SHADING if args.shading is None else args.shading,
-                     images=args.images, subset=args.subset)
+                     images=args.images, subset=args.subset, monitor=args.monitor)
     given = any(getattr(args, name) is not None for name in APPEARANCE)
     set_threads(args.threads)
     for kind in args.only:

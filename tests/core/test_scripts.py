@@ -67,6 +67,9 @@ def test_recipe_variants_keep_their_cv_folder_names(train_bundled):
         "unet-resnet18-lovasz1-intensity2-blur1.5-shading0.3"
     assert recipe_for("bubble", V(images=2)).tag == \
         "unet-resnet18-intensity2-blur1.5-shading0.3-n2s0"
+    assert recipe_for("bubble", V(images=2, seed=1, monitor="val_f1")).tag == \
+        "unet-resnet18-intensity2-blur1.5-shading0.3-valf1-n2s0-seed1"
+    assert V(monitor="val_f1").config(10).monitor == "val_f1"
 
 
 def test_learning_curve_subsets_are_disjoint_groups_of_the_training_images(train_bundled):
