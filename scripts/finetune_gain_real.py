@@ -127,7 +127,11 @@ def main(argv=None):
     after = score(model, pairs, test, lines, args.device, threshold)
     selection = {}
     if args.selection:
-        for rule, step in kept_steps(res.history).items():
+        try:
+            kept = kept_steps(res.history)
+        except ValueError as exc:
+            sys.exit(f"--selection: {exc}; label a larger image or more images")
+        for rule, step in kept.items():
             model.module.load_state_dict(snapshots[step])
             scores = score(model, pairs, test, lines, args.device, threshold)
             selection[rule] = {"step": step, "scores": scores}

@@ -458,6 +458,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.images is not None and args.stage != "cv":
         ap.error("--images only applies to --stage cv (the shipped models train on every image)")
+    if args.monitor != "val_loss" and args.stage != "cv":
+        ap.error("--monitor only applies to --stage cv (the shipped models keep the recipe's "
+                 "best validation loss)")
     if args.images is not None and args.images < 1:
         ap.error(f"--images {args.images} is not a number of images; give 1 or more")
     if args.subset < 0 or (args.subset and args.images is None):
