@@ -110,16 +110,20 @@ def main(argv=None):
     tset = TrainingSet([TrainingEntry(*pairs[n], name=n) for n in args.train])
     cfg = TrainConfig(depth=args.depth, steps=None if args.minutes else args.steps,
                       minutes=args.minutes, seed=args.seed, device=args.device)
-    snapshots = {}  # step -> weights, for --selection
+    evals, snapshots = [], {}  # --selection: the evaluations so far; weights of the candidates
 
     def progress(ev):
         if ev["event"] != "eval":
             return
         print(f"  step {ev['step']:>4}  val loss {ev['val_loss']:.4f}  val F1 {ev['val_f1']:.3f}  "
               f"{ev['seconds']:.0f} s", flush=True)
-        if args.selection:
+        if args.selection:  # keep only the weights some rule would still keep (≤ 3 copies)
+            evals.append(ev)
             snapshots[ev["step"]] = {k: v.detach().clone()
                                      for k, v in model.module.state_dict().items()}
+            candidates = set(kept_steps(evals).values())
+            for step in [s for s in snapshots if s not in candidates]:
+                del snapshots[step]
 
     t0 = time.perf_counter()
     res = finetune(model, tset, cfg, progress=progress)
@@ -131,10 +135,12 @@ def main(argv=None):
             kept = kept_steps(res.history)
         except ValueError as exc:
             sys.exit(f"--selection: {exc}; label a larger image or more images")
+        by_step = {res.best_step: after}  # the weights finetune kept are scored already
         for rule, step in kept.items():
-            model.module.load_state_dict(snapshots[step])
-            scores = score(model, pairs, test, lines, args.device, threshold)
-            selection[rule] = {"step": step, "scores": scores}
+            if step not in by_step:
+                model.module.load_state_dict(snapshots[step])
+                by_step[step] = score(model, pairs, test, lines, args.device, threshold)
+            selection[rule] = {"step": step, "scores": by_step[step]}
 
     keys = ["pixel_f1"] + (["boundary_f1"] if lines else [])
     print(f"\n{args.model} fine-tuned on {args.dataset} {', '.join(args.train)} "

@@ -375,6 +375,8 @@ def stamp(kind: str, weights_dir: Path = WEIGHTS, evaluation: Path | None = None
 
 
 def main(argv=None) -> int:
+    from napari_temdefect.training.trainer import MONITORS
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--only", nargs="+", choices=MODELS, default=list(MODELS))
     ap.add_argument("--stage", choices=("cv", "final", "stamp", "all"), default="all",
@@ -452,7 +454,7 @@ def main(argv=None) -> int:
     ap.add_argument("--subset", type=int, default=0, metavar="K",
                     help="with --images: which disjoint group of N training images, in the "
                          "set's order (default 0)")
-    ap.add_argument("--monitor", choices=("val_loss", "val_f1"), default="val_loss",
+    ap.add_argument("--monitor", choices=MONITORS, default="val_loss",
                     help="validation score that picks the kept weights (default val_loss, the "
                          "recipe's); CV folds go to cv/<arch>-valf1 for val_f1")
     args = ap.parse_args(argv)
