@@ -7,11 +7,13 @@ import importlib
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 USERS = ("train_bundled", "evaluate_bundled", "compare_architectures", "transfer_loops",
-         "bubble_polarity", "boundary_offsets", "bn_adaptation")
+         "bubble_polarity", "boundary_offsets", "bn_adaptation", "confidence_threshold",
+         "fit_own_images")
 
 
 @pytest.mark.parametrize("name", USERS)
@@ -29,6 +31,22 @@ def train_bundled(monkeypatch):
     for mod in ("train_bundled", "bundled_data"):
         monkeypatch.delitem(sys.modules, mod, raising=False)
     return importlib.import_module("train_bundled")
+
+
+def test_confidence_definitions_rank_a_calibrated_models_errors(monkeypatch):
+    """For a calibrated model the mask ``p > t`` is wrong with probability 1 − p above t and p
+    below, so ``1 − P(mask right)`` ranks its errors best, and entropy centred on t (which
+    treats p = t ± ε alike) worst; at t = 0.5 the two entropies are the same."""
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    monkeypatch.delitem(sys.modules, "confidence_threshold", raising=False)
+    script = importlib.import_module("confidence_threshold")
+    rng = np.random.default_rng(0)
+    prob = rng.beta(0.5, 0.5, 200_000).astype(np.float32)
+    truth = rng.random(prob.shape) < prob  # calibrated by construction
+    low = script.error_aurocs(prob, truth, 0.25)
+    assert low["p_right"] >= low["centred_0.5"] > low["centred_t"] + 0.02
+    half = script.error_aurocs(prob, truth, 0.5)
+    assert abs(half["centred_0.5"] - half["centred_t"]) < 1e-6
 
 
 def test_recipe_variants_keep_their_cv_folder_names(train_bundled):

@@ -1,0 +1,87 @@
+"""Should the confidence map be centred on the model's operating threshold instead of 0.5?
+
+    python scripts/confidence_threshold.py --only grain-boundary bubble --folds 0
+
+The product's confidence is ``1 − Hₙ(p)``, lowest at p = 0.5 (``inference/confidence.py``),
+while the shipped models cut their masks at their own operating threshold ``t`` (0.25 for
+grain boundaries, 0.6 for bubbles). The alternative centres the entropy on ``t``
+(``logit p̃ = logit p − logit t``, so confidence is 0 exactly where the mask can flip). For
+each fold checkpoint (``runs/bundled/cv/<arch>/``) and each image that the fold held out, the
+mask is cut at the shipped model's ``t`` and the AUROC of ``1 − confidence`` as a predictor of
+that mask's wrong pixels is printed for both definitions, and for ``1 − P(mask right)``
+(``p`` where the mask says defect, ``1 − p`` elsewhere), the error probability of a calibrated
+model. Results go to ``runs/bundled/confidence_threshold.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bundled_data import FOLDS, RUNS, load_set, set_threads, write_json  # noqa: E402
+from train_bundled import recipe_for  # noqa: E402
+
+DEFINITIONS = ("centred_0.5", "centred_t", "p_right")
+
+
+def error_aurocs(prob: np.ndarray, truth: np.ndarray, t: float) -> dict:
+    """AUROC of each confidence definition against the wrong pixels of the mask ``prob > t``."""
+    from napari_temdefect.inference.confidence import entropy_confidence
+    from napari_temdefect.metrics import auroc
+
+    mask = prob > t
+    wrong = mask != truth
+    a = prob * (1.0 - t)
+    centred = a / (a + (1.0 - prob) * t)
+    conf = {"centred_0.5": entropy_confidence(prob[None]),
+            "centred_t": entropy_confidence(centred[None]),
+            "p_right": np.where(mask, prob, 1.0 - prob)}
+    return {k: auroc(1.0 - conf[k], wrong) for k in DEFINITIONS}
+
+
+def main(argv=None) -> int:
+    from napari_temdefect import load_model, predict
+    from napari_temdefect.models import model_threshold
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", nargs="+", choices=sorted(FOLDS), default=sorted(FOLDS))
+    ap.add_argument("--arch", default=None,
+                    help="the CV folder (a train_bundled.py variant tag); default: each "
+                         "model's shipped recipe")
+    ap.add_argument("--folds", type=int, nargs="+", default=None)
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args(argv)
+    set_threads(args.threads)
+    out = {}
+    for kind in args.only:
+        tag = args.arch or recipe_for(kind).tag
+        t = model_threshold(kind)
+        data = {d["name"]: d for d in load_set(kind)}
+        rows = []
+        for k, held in enumerate(FOLDS[kind]):
+            if args.folds is not None and k not in args.folds:
+                continue
+            ckpt = RUNS / "cv" / tag / f"{kind}-fold{k}.safetensors"
+            if not ckpt.exists():
+                raise SystemExit(f"{ckpt} is missing; train it with train_bundled.py --stage cv")
+            model = load_model(ckpt, device="cpu")
+            for name in held:
+                prob = predict(model, data[name]["image"], device="cpu").probability[0]
+                row = {"fold": k, "image": name, **error_aurocs(prob, data[name]["mask"], t)}
+                print(kind, name, "  ".join(f"{d} {row[d]:.3f}" for d in DEFINITIONS),
+                      flush=True)
+                rows.append(row)
+        mean = {d: float(np.mean([r[d] for r in rows])) for d in DEFINITIONS}
+        print(f"{kind} ({tag}, threshold {t:g}, {len(rows)} images): "
+              + "  ".join(f"{d} {v:.3f}" for d, v in mean.items()), flush=True)
+        out[kind] = {"arch": tag, "threshold": t, "rows": rows, "mean": mean}
+    write_json(RUNS / "confidence_threshold.json", out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
