@@ -15,7 +15,6 @@ boundary F1 (3 px) at 0.5 are printed per image and averaged, and written to
 
 from __future__ import annotations
 
-import argparse
 import copy
 import sys
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bundled_data import FOLDS, RUNS, load_set, set_threads, write_json  # noqa: E402
+from bundled_data import RUNS, held_out, parse_cv_args, write_json  # noqa: E402
 from train_bundled import recipe_for  # noqa: E402
 
 ALPHAS = (0.0, 0.5, 1.0)
@@ -64,41 +63,24 @@ def adapted(model, image, alpha: float, tile: int = TILE):
 
 
 def main(argv=None) -> int:
-    from napari_temdefect import load_model, predict
+    from napari_temdefect import predict
     from napari_temdefect.metrics import boundary_f1, pixel_f1
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--only", nargs="+", choices=sorted(FOLDS), default=sorted(FOLDS))
-    ap.add_argument("--arch", default=None,
-                    help="the CV folder (a train_bundled.py variant tag); default: each "
-                         "model's shipped recipe")
-    ap.add_argument("--folds", type=int, nargs="+", default=None)
-    ap.add_argument("--threads", type=int, default=None)
-    args = ap.parse_args(argv)
-    set_threads(args.threads)
+    args = parse_cv_args(__doc__.split("\n\n")[0], argv)
     out = {}
     for kind in args.only:
         tag = args.arch or recipe_for(kind).tag
-        data = {d["name"]: d for d in load_set(kind)}
         rows = []
-        for k, held in enumerate(FOLDS[kind]):
-            if args.folds is not None and k not in args.folds:
-                continue
-            ckpt = RUNS / "cv" / tag / f"{kind}-fold{k}.safetensors"
-            if not ckpt.exists():
-                raise SystemExit(f"{ckpt} is missing; train it with train_bundled.py --stage cv")
-            model = load_model(ckpt, device="cpu")
-            for name in held:
-                d = data[name]
-                row = {"fold": k, "image": name}
-                for alpha in ALPHAS:
-                    m = model if alpha == 0 else adapted(model, d["image"], alpha)
-                    pred = predict(m, d["image"], threshold=0.5, device="cpu").mask > 0
-                    row[f"pixel_f1_alpha{alpha:g}"] = pixel_f1(pred, d["mask"]).f1
-                    row[f"boundary_f1_alpha{alpha:g}"] = boundary_f1(pred, d["mask"], 3.0).f1
-                print(kind, {k2: round(v, 4) if isinstance(v, float) else v
-                             for k2, v in row.items()}, flush=True)
-                rows.append(row)
+        for k, d, model in held_out(kind, tag, args.folds):
+            row = {"fold": k, "image": d["name"]}
+            for alpha in ALPHAS:
+                m = model if alpha == 0 else adapted(model, d["image"], alpha)
+                pred = predict(m, d["image"], threshold=0.5, device="cpu").mask > 0
+                row[f"pixel_f1_alpha{alpha:g}"] = pixel_f1(pred, d["mask"]).f1
+                row[f"boundary_f1_alpha{alpha:g}"] = boundary_f1(pred, d["mask"], 3.0).f1
+            print(kind, {k2: round(v, 4) if isinstance(v, float) else v
+                         for k2, v in row.items()}, flush=True)
+            rows.append(row)
         mean = {key: float(np.mean([r[key] for r in rows])) for key in rows[0]
                 if key not in ("fold", "image")}
         print(f"{kind} ({tag}, {len(rows)} images): "

@@ -134,3 +134,37 @@ class Clock:
 
     def __call__(self) -> float:
         return time.perf_counter() - self.t0
+
+
+def parse_cv_args(description: str, argv=None):
+    """Parse the options of the scripts that score CV fold checkpoints on their held-out
+    images (``--only --arch --folds --threads``), and set the threads."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--only", nargs="+", choices=sorted(FOLDS), default=sorted(FOLDS))
+    ap.add_argument("--arch", default=None,
+                    help="the CV folder (a train_bundled.py variant tag); default: each "
+                         "model's shipped recipe")
+    ap.add_argument("--folds", type=int, nargs="+", default=None)
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args(argv)
+    set_threads(args.threads)
+    return args
+
+
+def held_out(kind: str, tag: str, folds=None):
+    """Yield ``(fold, image dict, model)`` for every image that a CV fold checkpoint of ``tag``
+    held out (all folds, or those in ``folds``); a missing checkpoint exits with one line."""
+    from napari_temdefect import load_model
+
+    data = {d["name"]: d for d in load_set(kind)}
+    for k, names in enumerate(FOLDS[kind]):
+        if folds is not None and k not in folds:
+            continue
+        ckpt = RUNS / "cv" / tag / f"{kind}-fold{k}.safetensors"
+        if not ckpt.exists():
+            raise SystemExit(f"{ckpt} is missing; train it with train_bundled.py --stage cv")
+        model = load_model(ckpt, device="cpu")
+        for name in names:
+            yield k, data[name], model

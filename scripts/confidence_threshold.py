@@ -15,14 +15,13 @@ model. Results go to ``runs/bundled/confidence_threshold.json``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bundled_data import FOLDS, RUNS, load_set, set_threads, write_json  # noqa: E402
+from bundled_data import RUNS, held_out, parse_cv_args, write_json  # noqa: E402
 from train_bundled import recipe_for  # noqa: E402
 
 DEFINITIONS = ("centred_0.5", "centred_t", "p_right")
@@ -44,37 +43,20 @@ def error_aurocs(prob: np.ndarray, truth: np.ndarray, t: float) -> dict:
 
 
 def main(argv=None) -> int:
-    from napari_temdefect import load_model, predict
+    from napari_temdefect import predict
     from napari_temdefect.models import model_threshold
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--only", nargs="+", choices=sorted(FOLDS), default=sorted(FOLDS))
-    ap.add_argument("--arch", default=None,
-                    help="the CV folder (a train_bundled.py variant tag); default: each "
-                         "model's shipped recipe")
-    ap.add_argument("--folds", type=int, nargs="+", default=None)
-    ap.add_argument("--threads", type=int, default=None)
-    args = ap.parse_args(argv)
-    set_threads(args.threads)
+    args = parse_cv_args(__doc__.split("\n\n")[0], argv)
     out = {}
     for kind in args.only:
-        tag = args.arch or recipe_for(kind).tag
-        t = model_threshold(kind)
-        data = {d["name"]: d for d in load_set(kind)}
+        tag, t = args.arch or recipe_for(kind).tag, model_threshold(kind)
         rows = []
-        for k, held in enumerate(FOLDS[kind]):
-            if args.folds is not None and k not in args.folds:
-                continue
-            ckpt = RUNS / "cv" / tag / f"{kind}-fold{k}.safetensors"
-            if not ckpt.exists():
-                raise SystemExit(f"{ckpt} is missing; train it with train_bundled.py --stage cv")
-            model = load_model(ckpt, device="cpu")
-            for name in held:
-                prob = predict(model, data[name]["image"], device="cpu").probability[0]
-                row = {"fold": k, "image": name, **error_aurocs(prob, data[name]["mask"], t)}
-                print(kind, name, "  ".join(f"{d} {row[d]:.3f}" for d in DEFINITIONS),
-                      flush=True)
-                rows.append(row)
+        for k, image, model in held_out(kind, tag, args.folds):
+            prob = predict(model, image["image"], device="cpu").probability[0]
+            rows.append({"fold": k, "image": image["name"],
+                         **error_aurocs(prob, image["mask"], t)})
+            print(kind, image["name"], "  ".join(f"{d} {rows[-1][d]:.3f}" for d in DEFINITIONS),
+                  flush=True)
         mean = {d: float(np.mean([r[d] for r in rows])) for d in DEFINITIONS}
         print(f"{kind} ({tag}, threshold {t:g}, {len(rows)} images): "
               + "  ".join(f"{d} {v:.3f}" for d, v in mean.items()), flush=True)
