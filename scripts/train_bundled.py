@@ -64,6 +64,9 @@ INVERT = 0.0
 CLDICE = 0.0
 #: Weight of the Lovász hinge (``TrainConfig.lovasz_weight``; 0: off).
 LOVASZ = 0.0
+#: Extra BCE weight of the background between touching objects (``TrainConfig.separation``;
+#: 0: off).
+SEPARATION = 0.0
 #: Decay of the weight average that validation scores and training keeps (``TrainConfig.ema``;
 #: 0: off).
 EMA = 0.0
@@ -94,6 +97,7 @@ class Variant:
     invert: float = INVERT
     cldice: float = CLDICE
     lovasz: float = LOVASZ
+    separation: float = SEPARATION
     ema: float = EMA
     l2: float = L2
     random_init: bool = False  # an ImageNet spec (``PRETRAINED``) from random weights
@@ -113,8 +117,9 @@ class Variant:
 
     @property
     def tag(self) -> str:
-        """``<arch>[-random][-scale][-cont][-xinit][-invert<P>][-cldice<W>][-lovasz<W>][-ema<D>]
-        [-l2<C>][-patch<N>][-batch<N>][-intensity<S>][-blur<S>][-shading<A>][-valf1][-n<N>s<K>][-seed<N>]``."""
+        """``<arch>[-random][-scale][-cont][-xinit][-invert<P>][-cldice<W>][-lovasz<W>]
+        [-separation<W>][-ema<D>][-l2<C>][-patch<N>][-batch<N>][-intensity<S>][-blur<S>]
+        [-shading<A>][-valf1][-n<N>s<K>][-seed<N>]``."""
         scale = None if self.scale is None else tuple(self.scale)
         parts = [self.arch]
         if self.random_init and self.arch in PRETRAINED:
@@ -123,7 +128,7 @@ class Variant:
             parts.append("scale" if scale is not None else "noscale")
         parts += ["cont"] * self.cont + ["xinit"] * self.xinit
         for name, default in (("invert", INVERT), ("cldice", CLDICE), ("lovasz", LOVASZ),
-                              ("ema", EMA),
+                              ("separation", SEPARATION), ("ema", EMA),
                               ("l2", L2), ("patch", PATCH),
                               ("batch", BATCH), ("intensity", INTENSITY), ("blur", BLUR),
                               ("shading", SHADING)):
@@ -150,7 +155,7 @@ class Variant:
                            monitor=self.monitor, seed=self.seed, device="cpu",
                            scale_range=self.scale, invert=self.invert,
                            cldice_weight=self.cldice, lovasz_weight=self.lovasz,
-                           ema=self.ema,
+                           separation=self.separation, ema=self.ema,
                            intensity=self.intensity,
                            blur=self.blur, shading=self.shading)
 
@@ -413,6 +418,10 @@ def main(argv=None) -> int:
                     help=f"weight of the Lovász hinge (an IoU surrogate at 0.5) added to BCE + "
                          f"Dice (default {LOVASZ:g}); CV folds go to cv/<arch>-lovasz<W> when it "
                          "differs")
+    ap.add_argument("--separation", type=float, default=SEPARATION, metavar="W",
+                    help=f"extra BCE weight of the background between touching objects, so "
+                         f"touching bubbles are predicted apart (default {SEPARATION:g}); CV "
+                         "folds go to cv/<arch>-separation<W> when it differs")
     ap.add_argument("--ema", type=float, default=EMA, metavar="D",
                     help=f"decay of the weight average that validation scores and the run keeps "
                          f"(default {EMA:g}: off); CV folds go to cv/<arch>-ema<D> when it "
@@ -469,7 +478,8 @@ def main(argv=None) -> int:
         ap.error("--subset K needs --images N and K ≥ 0 (the K-th group of N training images)")
     common = Variant(arch=args.arch, seed=args.seed,
                      scale=None if args.scale is None else tuple(args.scale),
-                     invert=args.invert, cldice=args.cldice, lovasz=args.lovasz, ema=args.ema,
+                     invert=args.invert, cldice=args.cldice, lovasz=args.lovasz,
+                     separation=args.separation, ema=args.ema,
                      l2=args.l2, random_init=args.random_init,
                      xinit=args.xinit, cont=args.cont, patch=args.patch, batch=args.batch,
                      intensity=INTENSITY if args.intensity is None else args.intensity,

@@ -112,7 +112,7 @@ def test_train_from_scratch_cli(tmp_path, capsys):
                "--arch", "unet", "--encoder", "resnet18", "--encoder-depth", "3",
                "--decoder-channels", "16", "8", "4", "--classes", "bubble", "--quiet",
                "--schedule", "cosine", "--invert", "0.5", "--cldice", "0.5", "--lovasz", "1",
-               "--intensity", "2", "--blur", "1.5", "--shading", "0.3",
+               "--separation", "10", "--intensity", "2", "--blur", "1.5", "--shading", "0.3",
                "--full-resolution-skip", "4", *FAST])
     assert rc == 0, capsys.readouterr().err
     model = load_model(out, device="cpu")
@@ -122,12 +122,17 @@ def test_train_from_scratch_cli(tmp_path, capsys):
     config = model.history[-1]["config"]
     assert config["schedule"] == "cosine"
     assert config["invert"] == 0.5 and config["cldice_weight"] == 0.5
-    assert config["lovasz_weight"] == 1
+    assert config["lovasz_weight"] == 1 and config["separation"] == 10
     assert (config["intensity"], config["blur"], config["shading"]) == (2, 1.5, 0.3)
     rc = main(["train", "--images", str(i1), "--labels", str(l1),
                "--out", str(tmp_path / "bad.safetensors"), "--invert", "2", *FAST])
     err = capsys.readouterr().err
     assert rc == 2 and "invert is a probability" in err and len(err.strip().splitlines()) == 1
+    rc = main(["train", "--images", str(i1), "--labels", str(l1),
+               "--out", str(tmp_path / "bad.safetensors"), "--separation", "-1", *FAST])
+    err = capsys.readouterr().err
+    assert rc == 2 and "separation must be zero or positive" in err
+    assert len(err.strip().splitlines()) == 1
     rc = main(["train", "--images", str(i1), "--labels", str(l1),
                "--out", str(tmp_path / "bad.safetensors"), "--blur", "20", *FAST])
     err = capsys.readouterr().err

@@ -83,6 +83,9 @@ def test_recipe_variants_keep_their_cv_folder_names(train_bundled):
     assert V(lovasz=1).config(10).lovasz_weight == 1 and V().config(10).lovasz_weight == 0
     assert recipe_for("bubble", V(lovasz=1)).tag == \
         "unet-resnet18-lovasz1-intensity2-blur1.5-shading0.3"
+    assert V(separation=10).config(10).separation == 10 and V().config(10).separation == 0
+    assert recipe_for("bubble", V(separation=10)).tag == \
+        "unet-resnet18-separation10-intensity2-blur1.5-shading0.3"
     assert recipe_for("bubble", V(images=2)).tag == \
         "unet-resnet18-intensity2-blur1.5-shading0.3-n2s0"
     assert recipe_for("bubble", V(images=2, seed=1, monitor="val_f1")).tag == \

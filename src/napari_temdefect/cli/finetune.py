@@ -31,6 +31,10 @@ AUGMENT_AND_LOSS_OPTIONS = (
                            "(default 0: BCE + Dice only)"),
     ("--lovasz", 0.0, "W", "weight of a Lovász hinge loss term, an IoU surrogate of the mask "
                            "at probability 0.5 (default 0: BCE + Dice only)"),
+    ("--separation", 0.0, "W", "extra loss weight of the background between two labelled "
+                               "objects that nearly touch, so touching bubbles or precipitates "
+                               "are predicted apart and counted as two (default 0: off; e.g. "
+                               "10)"),
 )
 
 
@@ -150,7 +154,7 @@ def make_config(args, **overrides):
         patch_size=args.patch_size, val_fraction=args.val_fraction,
         patience=args.patience or None, augment=not args.no_augment, seed=args.seed,
         invert=args.invert, cldice_weight=args.cldice,
-        lovasz_weight=args.lovasz, intensity=args.intensity,
+        lovasz_weight=args.lovasz, separation=args.separation, intensity=args.intensity,
         blur=args.blur, shading=args.shading,
         device=None if args.device == "auto" else args.device,
     )

@@ -21,6 +21,7 @@ from ..constants import IGNORE_LABEL
 from ..errors import TemDefectError
 from ..files import atomic_write, write_text
 from ..preprocess import as_2d_image, normalize_image
+from .separation import separation_weight
 
 INDEX_NAME = "training_set.json"
 FORMAT_VERSION = 1
@@ -290,12 +291,17 @@ class _Prepared:
     weights: np.ndarray    # float64 cumulative sampling weights on a coarse grid
     grid: int              # grid step of the weights
     name: str
+    #: float32 (H, W) per-pixel weight of the BCE (separation of touching objects); None: 1
+    loss_weight: np.ndarray | None = None
 
 
 def prepare_entries(training_set, num_classes: int, normalization: dict | None,
                     patch_size: int, val_fraction: float, rng: np.random.Generator,
-                    edited_weight: float = 4.0, defect_weight: float = 2.0):
-    """Normalise images, build one-hot targets, hold back validation tiles.
+                    edited_weight: float = 4.0, defect_weight: float = 2.0,
+                    separation: float = 0.0):
+    """Normalise images, build one-hot targets, hold back validation tiles; with
+    ``separation`` > 0, also the per-pixel loss weight of :func:`.separation.separation_weight`
+    (the background between touching objects counts ``1 + separation`` times).
 
     Returns (prepared entries, validation patches as (images (N,1,P,P), targets (N,C,P,P),
     valid (N,1,P,P)) or None when the data are too small to hold anything back).
@@ -306,6 +312,8 @@ def prepare_entries(training_set, num_classes: int, normalization: dict | None,
         cmap = e.class_map()
         valid = ~e.ignore_mask()
         edited = e.edited
+        loss_weight = separation_weight(
+            cmap, separation, instances=np.where(valid, e.labels, 0) if e.binary else None)
         # pad to at least one patch (padding is ignored)
         ph, pw = max(0, patch_size - img.shape[0]), max(0, patch_size - img.shape[1])
         if ph or pw:
@@ -313,6 +321,8 @@ def prepare_entries(training_set, num_classes: int, normalization: dict | None,
             cmap = np.pad(cmap, ((0, ph), (0, pw)))
             valid = np.pad(valid, ((0, ph), (0, pw)))
             edited = None if edited is None else np.pad(edited, ((0, ph), (0, pw)))
+            if loss_weight is not None:
+                loss_weight = np.pad(loss_weight, ((0, ph), (0, pw)), constant_values=1.0)
         target = np.stack([(cmap == k + 1) for k in range(num_classes)]).astype(np.uint8)
         train_ok = valid.copy()
         for (y, x, t) in _val_tiles(cmap > 0, valid, patch_size, val_fraction, rng):
@@ -329,7 +339,7 @@ def prepare_entries(training_set, num_classes: int, normalization: dict | None,
         w = np.where(train_ok, w, 0.0)
         coarse = _block_sum(w, grid)
         prepared.append(_Prepared(img, target, valid, train_ok, np.cumsum(coarse.ravel()),
-                                  grid, e.name))
+                                  grid, e.name, loss_weight))
     val = None
     if val_items:
         size = max(max(v[0].shape) for v in val_items)
@@ -425,11 +435,16 @@ class PatchSampler:
         return int(max(8, min(round(self.patch * s), self.largest_window)))
 
     def sample(self):
+        """(image, target, ok) of one patch. ``ok`` is the bool mask of pixels that count in
+        the loss, or, when the entry has a loss weight, that weight (float32, 0 where the
+        pixel does not count)."""
         size = self._window()
         k, y, x = self.position(size)
         p = self.prepared[k]
         sl = (slice(y, y + size), slice(x, x + size))
         image, target, ok = p.image[sl], p.target[(slice(None),) + sl], p.train_ok[sl]
+        if p.loss_weight is not None:
+            ok = np.where(ok, p.loss_weight[sl], 0.0).astype(np.float32)
         if size != self.patch:
             image, target, ok = _resample(image, target, ok, self.patch)
         return image, target, ok
@@ -453,5 +468,8 @@ def _resample(image, target, ok, size: int):
     img = fit(ndimage.zoom(image.astype(np.float32), f, order=1, mode="nearest"))
     tgt = np.stack([fit(ndimage.zoom(t.astype(np.float32), f, order=1, mode="nearest")) >= 0.5
                     for t in target]).astype(target.dtype)
-    okr = fit(ndimage.zoom(ok.astype(np.uint8), f, order=0, mode="nearest")).astype(bool)
+    if ok.dtype == bool:
+        okr = fit(ndimage.zoom(ok.astype(np.uint8), f, order=0, mode="nearest")).astype(bool)
+    else:  # a loss weight: nearest, so weights stay the values they were
+        okr = fit(ndimage.zoom(ok, f, order=0, mode="nearest")).astype(ok.dtype)
     return img, tgt, okr

@@ -12,8 +12,12 @@ import torch
 import torch.nn.functional as F
 
 
-def masked_bce(logits, target, valid, pos_weight=None):
-    """Mean BCE-with-logits over valid pixels and classes. ``valid``: (B,1,H,W) or (B,C,H,W)."""
+def masked_bce(logits, target, valid, pos_weight=None, weight=None):
+    """Mean BCE-with-logits over valid pixels and classes. ``valid``: (B,1,H,W) or (B,C,H,W).
+
+    ``weight`` (same shape as ``valid``): per-pixel weights of the BCE, e.g. the separation
+    weight of the background between touching objects; the sum is still divided by the number
+    of valid pixels, so weights above 1 add to the loss instead of diluting the rest."""
     valid = valid.to(logits.dtype).expand_as(logits)
     pw = None
     if pos_weight is not None:
@@ -22,7 +26,8 @@ def masked_bce(logits, target, valid, pos_weight=None):
     per_px = F.binary_cross_entropy_with_logits(
         logits, target.to(logits.dtype), reduction="none", pos_weight=pw
     )
-    return (per_px * valid).sum() / valid.sum().clamp_min(1.0)
+    scale = valid if weight is None else weight.to(logits.dtype).expand_as(logits) * valid
+    return (per_px * scale).sum() / valid.sum().clamp_min(1.0)
 
 
 def masked_dice(logits, target, valid, smooth: float = 1.0):
@@ -37,10 +42,10 @@ def masked_dice(logits, target, valid, smooth: float = 1.0):
 
 
 def bce_dice_loss(logits, target, valid, pos_weight=None, dice_weight: float = 1.0,
-                  cldice_weight: float = 0.0, lovasz_weight: float = 0.0):
+                  cldice_weight: float = 0.0, lovasz_weight: float = 0.0, weight=None):
     """BCE + ``dice_weight`` × Dice (+ ``cldice_weight`` × clDice + ``lovasz_weight`` × Lovász
-    hinge), ignoring pixels where ``valid`` is 0."""
-    loss = masked_bce(logits, target, valid, pos_weight)
+    hinge), ignoring pixels where ``valid`` is 0; ``weight`` weights the BCE per pixel."""
+    loss = masked_bce(logits, target, valid, pos_weight, weight)
     if dice_weight:
         loss = loss + dice_weight * masked_dice(logits, target, valid)
     if cldice_weight:

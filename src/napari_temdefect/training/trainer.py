@@ -38,7 +38,7 @@ _NUMERIC = (("steps", int), ("minutes", float), ("lr", float), ("l2", float),
             ("val_fraction", float), ("patience", int), ("eval_every", int), ("seed", int),
             ("invert", float), ("intensity", float), ("blur", float), ("shading", float),
             ("pos_weight", float), ("dice_weight", float), ("cldice_weight", float),
-            ("lovasz_weight", float),
+            ("lovasz_weight", float), ("separation", float),
             ("edited_weight", float), ("ema", float))
 
 
@@ -106,6 +106,10 @@ class TrainConfig:
     #: weight of the Lovász hinge, an IoU surrogate of the mask at probability 0.5 (0: off, as
     #: the paper); training loss only, validation keeps BCE + Dice (+ clDice)
     lovasz_weight: float = 0.0
+    #: extra BCE weight of the background between two objects that nearly touch (within
+    #: ``separation.GAP_RADIUS_PX`` of both; U-Net's border weight), so touching bubbles are
+    #: predicted apart and counted as two (0: off, as the paper; e.g. 10). Training loss only
+    separation: float = 0.0
     #: how much more often patches are centred on corrected pixels than elsewhere
     edited_weight: float = 4.0
     #: decay of an exponential moving average of the weights (and BatchNorm statistics),
@@ -179,7 +183,7 @@ class TrainConfig:
             raise TemDefectError("patience must be at least 1 evaluation (or None for never).")
         if self.eval_every is not None and int(self.eval_every) < 1:
             raise TemDefectError("eval_every must be at least 1 step.")
-        for name in ("cldice_weight", "lovasz_weight"):
+        for name in ("cldice_weight", "lovasz_weight", "separation"):
             weight = float(getattr(self, name))
             if not (weight >= 0 and math.isfinite(weight)):
                 raise TemDefectError(
@@ -398,7 +402,7 @@ def _loop(model, tset, config, progress, cancel, device, kind):
     patch = min(int(config.patch_size), max(32, -(-largest // 32) * 32))
     prepared, val = prepare_entries(
         tset, n_classes, spec.normalization, patch, float(config.val_fraction), rng,
-        edited_weight=float(config.edited_weight),
+        edited_weight=float(config.edited_weight), separation=float(config.separation),
     )
     sampler = PatchSampler(prepared, patch, rng, scale_range=config.scale_range)
     state = apply_freeze(module, config.depth, freeze_bn=config.freeze_bn)
@@ -553,7 +557,10 @@ def _loop(model, tset, config, progress, cancel, device, kind):
             oks = [a[1][1] for a in aug]
         x = to_input(images)
         t = torch.from_numpy(np.stack(targets)).to(device)
-        v = torch.from_numpy(np.stack(oks)[:, None]).to(device)
+        ok = np.stack(oks)[:, None]
+        v = torch.from_numpy(ok > 0).to(device)
+        # a loss weight (separation) rides in ``ok`` as float; the BCE takes it per pixel
+        w = None if ok.dtype == bool else torch.from_numpy(ok.astype(np.float32)).to(device)
         optimizer.zero_grad(set_to_none=True)
         lr = lr_at(step)
         for group in optimizer.param_groups:
@@ -561,7 +568,7 @@ def _loop(model, tset, config, progress, cancel, device, kind):
         logits = module(x)
         loss = bce_dice_loss(logits, t, v, pos_weight=pos_weight,
                              dice_weight=float(config.dice_weight), cldice_weight=cl_weight,
-                             lovasz_weight=lovasz_weight)
+                             lovasz_weight=lovasz_weight, weight=w)
         total = loss
         if float(config.l2) > 0:
             if refs is None:
