@@ -7,6 +7,8 @@
   twice as wide scores 1); ``centreline=True`` scores the skeletons of both, which forgives
   position only.
 * ``object_f1``: F1 over objects matched one-to-one at IoU ≥ ``iou``.
+* ``count_errors``: where a count error comes from: objects missed, objects invented, true
+  objects merged into one prediction, true objects split into several.
 * ``auroc``: area under the ROC curve of a score predicting a binary event (rank formula).
 * ``ece``: expected calibration error of foreground probabilities, equal-width bins.
 
@@ -110,6 +112,56 @@ def match_objects(pred_labels, truth_labels, iou: float = 0.5):
 def object_f1(pred_labels, truth_labels, iou: float = 0.5) -> F1:
     matches, fp, fn = match_objects(pred_labels, truth_labels, iou)
     return _f1(len(matches), len(fp), len(fn))
+
+
+@dataclass
+class CountErrors:
+    """Where the predicted count differs from the true one. A predicted and a true object
+    correspond when they share at least half of the smaller one's pixels (so a sliver of
+    overlap between neighbours, a line or a rim a pixel off, is no correspondence)."""
+
+    truth: int
+    pred: int
+    #: true objects with no corresponding prediction
+    missed: int
+    #: predicted objects with no corresponding true object
+    extra: int
+    #: true objects lost in merges: Σ over predicted objects of (true objects it covers − 1)
+    merged: int
+    #: objects gained by splits: Σ over true objects of (predictions covering it − 1)
+    split: int
+
+    @property
+    def error(self) -> int:
+        """pred − truth: extra − missed − merged + split, plus whatever half-overlapping
+        objects leave out of these four."""
+        return self.pred - self.truth
+
+
+def count_errors(pred_labels, truth_labels) -> CountErrors:
+    """Decompose the count error of labelled objects (0 = background) into missed, extra,
+    merged and split objects (see :class:`CountErrors` for when two objects correspond)."""
+    pred_labels, truth_labels = np.asarray(pred_labels), np.asarray(truth_labels)
+    if pred_labels.shape != truth_labels.shape:
+        raise ValueError(f"pred {pred_labels.shape} and truth {truth_labels.shape} differ in "
+                         "shape")
+    p_ids, p_area = np.unique(pred_labels[pred_labels > 0], return_counts=True)
+    t_ids, t_area = np.unique(truth_labels[truth_labels > 0], return_counts=True)
+    both = (pred_labels > 0) & (truth_labels > 0)
+    if both.any():
+        pairs, inter = np.unique(np.stack([pred_labels[both], truth_labels[both]]), axis=1,
+                                 return_counts=True)
+        smaller = np.minimum(p_area[np.searchsorted(p_ids, pairs[0])],
+                             t_area[np.searchsorted(t_ids, pairs[1])])
+        pairs = pairs[:, 2 * inter >= smaller]
+    else:
+        pairs = np.zeros((2, 0), np.int64)
+    matched_p, per_pred = np.unique(pairs[0], return_counts=True)
+    matched_t, per_truth = np.unique(pairs[1], return_counts=True)
+    return CountErrors(
+        truth=len(t_ids), pred=len(p_ids), missed=len(t_ids) - len(matched_t),
+        extra=len(p_ids) - len(matched_p), merged=int((per_pred - 1).sum()),
+        split=int((per_truth - 1).sum()))
 
 
 def auroc(scores, events) -> float:

@@ -171,10 +171,12 @@ def test_evaluate_prints_table_and_writes_csv_and_overlay(tmp_path, capsys):
                  str(tmp_path / "t.png"), "--kind", "blobs", "--out", str(out),
                  "--overlay-dir", str(tmp_path / "ov")]) == 0
     text = capsys.readouterr().out
-    assert "object_f1" in text and "pixel_f1" in text
+    assert "object_f1" in text and "pixel_f1" in text and "count_missed" in text
     m = pd.read_csv(out).iloc[0]
     assert m["object_f1"] == pytest.approx(2 * 2 / (2 * 2 + 0 + 1))
     assert m["count_pred"] == 2 and m["count_truth"] == 3
+    assert (m["count_missed"], m["count_extra"], m["count_merged"], m["count_split"]) == \
+        (1, 0, 0, 0)
     overlay = iio.imread(tmp_path / "ov" / "p_confusion.png")
     assert tuple(overlay[95, 60]) == (255, 0, 0, 255)  # the missed disk is red
     assert tuple(overlay[30, 30]) == (0, 255, 0, 255)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_temdefect.metrics import auroc, boundary_f1, ece, object_f1, pixel_f1
+from napari_temdefect.metrics import (
+    auroc, boundary_f1, count_errors, ece, object_f1, pixel_f1,
+)
 
 
 def line(shape=(40, 40), row=20, width=5, cols=(5, 35)):
@@ -75,3 +77,27 @@ def test_object_f1_matches_one_to_one_at_iou():
     pred[10:12, 10:12] = 6        # IoU 4/16 with object 2: too small to match
     r = object_f1(pred, truth, iou=0.5)
     assert (r.tp, r.fp, r.fn) == (1, 1, 1)
+
+
+def test_count_errors_split_a_count_error_into_missed_extra_merged_and_split():
+    truth = np.zeros((20, 40), int)
+    truth[2:8, 2:8], truth[2:8, 9:15] = 1, 2      # two neighbours ...
+    truth[12:18, 2:8], truth[12:18, 30:36] = 3, 4
+    pred = np.zeros_like(truth)
+    pred[2:8, 2:15] = 1                           # ... predicted as one: a merge
+    pred[12:18, 2:5], pred[12:18, 5:8] = 2, 3     # one object predicted as two: a split
+    pred[2:6, 25:28] = 4                          # nothing there: extra; truth 4 is missed
+    c = count_errors(pred, truth)
+    assert (c.truth, c.pred, c.missed, c.extra, c.merged, c.split) == (4, 4, 1, 1, 1, 1)
+    assert c.error == c.extra - c.missed - c.merged + c.split == 0
+    # a sliver of overlap with a neighbour (one object drawn a pixel too wide) is no merge
+    rim = np.zeros_like(truth)
+    rim[2:8, 2:10], rim[2:8, 10:15] = 1, 2
+    c = count_errors(rim, truth)
+    assert (c.missed, c.extra, c.merged, c.split) == (2, 0, 0, 0) and c.error == -2
+    same = count_errors(truth, truth)
+    assert (same.missed, same.extra, same.merged, same.split, same.error) == (0, 0, 0, 0, 0)
+    empty = count_errors(np.zeros_like(truth), truth)
+    assert (empty.missed, empty.pred, empty.error) == (4, 0, -4)
+    with pytest.raises(ValueError, match="differ in shape"):
+        count_errors(np.zeros((2, 2), int), np.zeros((3, 3), int))

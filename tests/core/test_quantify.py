@@ -344,6 +344,8 @@ def test_compare_with_reference():
     m = cmp.metrics.iloc[0]
     assert m["count_truth"] == 10 and m["count_pred"] == 8
     assert m["false_positives"] == 1 and m["false_negatives"] == 3 and m["matched"] == 7
+    assert (m["count_missed"], m["count_extra"], m["count_merged"], m["count_split"]) == \
+        (3, 1, 0, 0)
     assert m["object_f1"] == pytest.approx(2 * 7 / (2 * 7 + 1 + 3))
     assert 0 < m["size_ks"] <= 1 and m["size_wasserstein_nm"] > 0
     same = compare(truth, truth, "blobs", PX).metrics.iloc[0]
@@ -362,6 +364,9 @@ def test_compare_grains_counts():
     pred[:, 128 - 1:128 + 1] = False  # a missed boundary merges pairs of grains
     m = compare(pred, truth, "grains", None).metrics.iloc[0]
     assert m["count_truth"] == 36 and m["count_pred"] == 30
+    # the six grains lost are merges, nothing missed or invented
+    assert (m["count_missed"], m["count_extra"], m["count_merged"], m["count_split"]) == \
+        (0, 0, 6, 0)
     assert m["size_wasserstein_px"] > 0
 
 

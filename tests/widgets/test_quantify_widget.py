@@ -147,6 +147,7 @@ def test_reference_comparison_adds_confusion_overlay(setup, qtbot):
     assert overlay.rgb and tuple(overlay.scale) == (0.5, 0.5)
     assert tuple(np.asarray(overlay.data)[60, 150]) == (0, 0, 255, 255)
     assert "object F1" in widget.status.text()
+    assert "count 4 vs 3 (0 missed, 1 extra, 0 merged, 0 split)" in widget.status.text()
 
 
 def test_lines_probability_layer_and_bad_input(make_napari_viewer, qtbot, monkeypatch):

@@ -44,7 +44,8 @@ def add_parser(sub):
     return p
 
 
-SHOWN = ["pixel_f1", "boundary_f1", "object_f1", "count_pred", "count_truth", "size_ks"]
+SHOWN = ["pixel_f1", "boundary_f1", "object_f1", "count_pred", "count_truth", "count_missed",
+         "count_extra", "count_merged", "count_split", "size_ks"]
 
 
 def run(args) -> int:

@@ -69,6 +69,16 @@ def _scored_mask(result, kind: str) -> np.ndarray:
     return np.asarray(mask, bool)
 
 
+def counted_labels(result, kind: str) -> np.ndarray:
+    """The labels behind ``count_pred``/``count_truth``: grains cut by the edge are left out,
+    as in the count."""
+    labels = np.asarray(result.labels)
+    if kind != "grains" or result.objects.empty:
+        return labels
+    cut = result.objects.loc[result.objects["touches_border"], "label"].to_numpy()
+    return np.where(np.isin(labels, cut), 0, labels)
+
+
 def compare(pred, truth, kind: str, pixel_size_nm: float | None = None, *, iou: float = 0.5,
             tolerance_px: float = 3.0, image_name: str = "image", exclude=None,
             **quantify_kwargs) -> Comparison:
@@ -116,6 +126,7 @@ def compare(pred, truth, kind: str, pixel_size_nm: float | None = None, *, iou: 
         td_ = t.objects.loc[~t.objects["touches_border"], d]
     else:
         pd_, td_ = p.objects[d], t.objects[d]
+    counts = metrics.count_errors(*(counted_labels(r, kind) for r in (p, t)))
     ks, wd = size_distance(pd_, td_)
     unit = "nm" if cal else "px"
     row = {
@@ -126,6 +137,9 @@ def compare(pred, truth, kind: str, pixel_size_nm: float | None = None, *, iou: 
         "object_f1": obj.f1, "object_precision": obj.precision, "object_recall": obj.recall,
         "object_iou": iou, "matched": obj.tp, "false_positives": obj.fp,
         "false_negatives": obj.fn,
+        # where the count error comes from (objects that share a pixel correspond)
+        "count_missed": counts.missed, "count_extra": counts.extra,
+        "count_merged": counts.merged, "count_split": counts.split,
         "count_pred": len(pd_), "count_truth": len(td_),
         "count_ratio": len(pd_) / len(td_) if len(td_) else np.nan,
         "size_ks": ks, f"size_wasserstein_{unit}": wd,

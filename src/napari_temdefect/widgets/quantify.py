@@ -502,7 +502,10 @@ class QuantifyWidget(QWidget):
             text += " " + aniso
         if comparison is not None:
             m = comparison.metrics.iloc[0]
-            text += f" vs reference: pixel F1 {m['pixel_f1']:.3f}, object F1 {m['object_f1']:.3f}."
+            text += (f" vs reference: pixel F1 {m['pixel_f1']:.3f}, object F1 "
+                     f"{m['object_f1']:.3f}; count {m['count_pred']} vs {m['count_truth']} "
+                     f"({m['count_missed']} missed, {m['count_extra']} extra, "
+                     f"{m['count_merged']} merged, {m['count_split']} split).")
         self.status.setText(text)
 
     def _draw_histogram(self):
