@@ -136,12 +136,15 @@ class Clock:
         return time.perf_counter() - self.t0
 
 
-def parse_cv_args(description: str, argv=None):
+def parse_cv_args(description: str, argv=None, add_arguments=None):
     """Parse the options of the scripts that score CV fold checkpoints on their held-out
-    images (``--only --arch --folds --threads``), and set the threads."""
+    images (``--only --arch --folds --threads``, plus whatever ``add_arguments(parser)``
+    adds), and set the threads."""
     import argparse
 
     ap = argparse.ArgumentParser(description=description)
+    if add_arguments is not None:
+        add_arguments(ap)
     ap.add_argument("--only", nargs="+", choices=sorted(FOLDS), default=sorted(FOLDS))
     ap.add_argument("--arch", default=None,
                     help="the CV folder (a train_bundled.py variant tag); default: each "

@@ -13,7 +13,7 @@ import pytest
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 USERS = ("train_bundled", "evaluate_bundled", "compare_architectures", "transfer_loops",
          "bubble_polarity", "boundary_offsets", "bn_adaptation", "confidence_threshold",
-         "fit_own_images")
+         "fit_own_images", "count_errors")
 
 
 @pytest.mark.parametrize("name", USERS)
