@@ -6,7 +6,9 @@ Each held-out image of every CV fold is predicted by the fold model that never s
 product's ``predict``), counted with the product's ``quantify`` (bubbles: ``blobs``; grain
 boundaries: ``grains``, grains cut by the edge left out) at each ``--threshold``, and the
 count error is split by :func:`napari_temdefect.metrics.count_errors`. The same ``quantify``
-runs on the true mask. Rows go to ``runs/bundled/count_errors_<model>[_<arch>].json``.
+runs on the true mask. It also splits what pixel F1 at 0.5 loses: wrong pixels on the rims of
+objects that both masks have, and whole objects that only one has (:func:`pixel_loss`). Rows go
+to ``runs/bundled/count_errors_<model>[_<arch>].json``.
 
 ``--labels`` (bubbles) asks instead how the labels themselves treat touching bubbles: per
 image, the pairs of labelled bubbles drawn apart by a strip of background at most
@@ -35,6 +37,31 @@ def _counted(mask, kind):
     from napari_temdefect.quantify.compare import counted_labels
 
     return counted_labels(quantify(mask, KIND[kind]), KIND[kind])
+
+
+def pixel_loss(pred, truth) -> dict:
+    """What pixel F1 loses, as shares of its denominator 2·TP + FP + FN (so that F1 plus the
+    four shares is 1): false pixels on the rims of objects both masks have (``rim_fp``,
+    ``rim_fn``), and the pixels of whole predicted objects that touch no true one (``extra``)
+    and of whole true objects that no prediction touches (``missed``)."""
+    from scipy import ndimage as ndi
+
+    pred, truth = np.asarray(pred, bool), np.asarray(truth, bool)
+    eight = np.ones((3, 3), bool)
+    pl, _ = ndi.label(pred, eight)
+    tl, _ = ndi.label(truth, eight)
+    hit_p = np.zeros(pl.max() + 1, bool)
+    hit_p[np.unique(pl[truth])] = True
+    hit_t = np.zeros(tl.max() + 1, bool)
+    hit_t[np.unique(tl[pred])] = True
+    extra = np.count_nonzero(pred & ~hit_p[pl])
+    missed = np.count_nonzero(truth & ~hit_t[tl])
+    tp = np.count_nonzero(pred & truth)
+    fp = np.count_nonzero(pred & ~truth) - extra
+    fn = np.count_nonzero(truth & ~pred) - missed
+    total = max(2 * tp + fp + fn + extra + missed, 1)
+    return {"pixel_f1": 2 * tp / total, "rim_fp": fp / total, "rim_fn": fn / total,
+            "extra": extra / total, "missed": missed / total}
 
 
 def label_habits() -> dict:
@@ -92,6 +119,11 @@ def main(argv=None) -> int:
             truth = _counted(d["mask"], kind)
             prob = predict(model, d["image"], threshold=0.5, device="cpu").probability
             prob = np.asarray(prob).reshape(d["mask"].shape)
+            loss = pixel_loss(prob > 0.5, d["mask"])
+            rows.setdefault("pixel_loss_at_0.5", {})[d["name"]] = loss
+            print(f"  {d['name']}: pixel F1 at 0.5 {loss['pixel_f1']:.3f}, lost on rims "
+                  f"{loss['rim_fp']:.3f} (too much) + {loss['rim_fn']:.3f} (too little), on whole "
+                  f"objects {loss['extra']:.3f} (extra) + {loss['missed']:.3f} (missed)")
             for thr in thresholds:
                 c = count_errors(_counted(prob > thr, kind), truth)
                 row = {f: getattr(c, f) for f in FIELDS}
@@ -101,6 +133,9 @@ def main(argv=None) -> int:
                     tot[f] += row[f]
                 print(f"  {d['name']} at {thr:g}: " + " / ".join(str(row[f]) for f in FIELDS)
                       + f"  ({100 * c.error / max(c.truth, 1):+.1f} %)", flush=True)
+        losses = list(rows["pixel_loss_at_0.5"].values())
+        print("  mean pixel F1 at 0.5 " + ", ".join(
+            f"{k} {np.mean([r[k] for r in losses]):.3f}" for k in losses[0]))
         for thr, tot in totals.items():
             per_image = [abs(r["pred"] - r["truth"]) / r["truth"] for r in rows[thr].values()]
             print(f"  all at {thr}: " + " / ".join(str(tot[f]) for f in FIELDS)
