@@ -236,21 +236,27 @@ def write_tiff(
 THRESHOLD_TAG = "temdefect_threshold"
 #: ImageJ-description key of the classes of the model that made a map or mask (comma-separated)
 CLASSES_TAG = "temdefect_classes"
+#: ImageJ-description key, 1 when the model that made a map or mask counts touching blobs apart
+SPLIT_TAG = "temdefect_split_touching"
 
 
-def model_tags(model_name: str, classes=None) -> dict:
-    """The ``write_tiff(tags=...)`` of a map or mask that a model made: its name and classes,
-    so `temdefect quantify` and the Quantification panel know what it shows."""
+def model_tags(model_name: str, classes=None, split_touching: bool = False) -> dict:
+    """The ``write_tiff(tags=...)`` of a map or mask that a model made: its name, classes and
+    (:data:`SPLIT_TAG`) whether it counts touching blobs apart, so `temdefect quantify` and
+    the Quantification panel know what it shows and how to count it."""
     tags = {"temdefect_model": " ".join(str(model_name).split())}
     names = [" ".join(str(c).replace(",", " ").split()) for c in classes or ()]
     if names:
         tags[CLASSES_TAG] = ",".join(names)
+    if split_touching:
+        tags[SPLIT_TAG] = 1
     return tags
 
 
-def threshold_tags(threshold: float, model_name: str, classes=None) -> dict:
+def threshold_tags(threshold: float, model_name: str, classes=None,
+                   split_touching: bool = False) -> dict:
     """The ``write_tiff(tags=...)`` of a probability map cut at ``threshold`` by a model."""
-    return {THRESHOLD_TAG: float(threshold), **model_tags(model_name, classes)}
+    return {THRESHOLD_TAG: float(threshold), **model_tags(model_name, classes, split_touching)}
 
 
 def _imagej_tags(micrograph: "Micrograph") -> dict:
@@ -262,6 +268,12 @@ def map_threshold(micrograph: "Micrograph") -> float | None:
     """The threshold recorded (:data:`THRESHOLD_TAG`) in a probability-map TIFF that
     ``temdefect predict`` / ``analyze`` wrote, or None."""
     return as_threshold(_imagej_tags(micrograph).get(THRESHOLD_TAG))
+
+
+def map_split_touching(micrograph: "Micrograph") -> bool:
+    """Whether a map or mask TIFF that ``temdefect predict`` / ``analyze`` wrote records
+    (:data:`SPLIT_TAG`) that its model counts touching blobs apart."""
+    return str(_imagej_tags(micrograph).get(SPLIT_TAG, "")).strip() in ("1", "1.0", "True")
 
 
 def map_classes(micrograph: "Micrograph") -> list[str] | None:

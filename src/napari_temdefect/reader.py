@@ -12,7 +12,9 @@ import os
 from pathlib import Path
 
 from .errors import TemDefectError
-from .io import SUPPORTED_EXTENSIONS, Micrograph, map_classes, map_threshold, read_image
+from .io import (
+    SUPPORTED_EXTENSIONS, Micrograph, map_classes, map_split_touching, map_threshold, read_image,
+)
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,8 @@ def layer_metadata(micrograph: Micrograph, source: str | None = None) -> dict:
     classes = map_classes(micrograph)
     if classes:  # and presets the kind from them
         recorded["classes"] = classes
+    if map_split_touching(micrograph):  # and splits touching blobs, as the model counts
+        recorded["split_touching"] = True
     if recorded:
         meta["temdefect"] = recorded
     return meta

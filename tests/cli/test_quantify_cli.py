@@ -234,3 +234,23 @@ def test_an_inverted_grain_mask_gets_a_note(tmp_path, capsys):
                  str(tmp_path / "b.csv"), "-q"]) == 0
     err = capsys.readouterr().err
     assert "probably inverted" in err and "inv:" in err and err.count("\n") == 1
+
+
+def test_split_follows_the_model_recorded_in_the_file_unless_told(tmp_path):
+    """Two touching disks: a mask that `predict` wrote for a model that counts touching blobs
+    apart (the bundled bubble model) counts 2; --no-split counts the component, 1; a mask
+    with no such record counts 1 unless --split."""
+    from napari_temdefect.io import model_tags
+
+    pair = disks(spec=((64, 48, 30), (64, 76, 30)))
+    write_tiff(tmp_path / "s_mask.tif", pair, tags=model_tags("bubble", ["bubble"], True))
+    write_tiff(tmp_path / "p_mask.tif", pair, tags=model_tags("other", ["bubble"]))
+
+    def count(name, *flags):
+        out = tmp_path / f"{name}{len(flags)}.csv"
+        assert main(["quantify", str(tmp_path / f"{name}_mask.tif"), "--kind", "blobs",
+                     "--out", str(out), *flags]) == 0
+        return len(pd.read_csv(out))
+
+    assert count("s") == 2 and count("s", "--no-split") == 1
+    assert count("p") == 1 and count("p", "--split") == 2

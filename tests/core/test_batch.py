@@ -561,3 +561,23 @@ def test_batch_uses_the_models_operating_threshold_unless_given(tmp_path, tiny_m
                        threshold=thr).mask
     np.testing.assert_array_equal(mask, expected)
     assert mask.any()
+
+
+def test_batch_splits_touching_blobs_when_the_model_says_so_unless_told(tmp_path, tiny_model):
+    from napari_temdefect.io import map_split_touching, read_image
+
+    data = tmp_path / "data"
+    paths = write_images(data, 1)
+    splitting = tiny_model.save(tmp_path / "split.safetensors", split_touching=True)
+    plain = tiny_model.save(tmp_path / "plain.safetensors")
+    for ckpt, given, expected in ((splitting, None, True), (plain, None, False),
+                                  (splitting, False, False)):
+        out = tmp_path / f"out-{ckpt.stem}-{given}"
+        settings = BatchSettings(model=str(ckpt), kind="blobs", tile=128, overlap=16,
+                                 device="cpu", split_touching=given)
+        run_batch([data], out, settings, progress=False)
+        run = json.loads((out / "run.json").read_text())
+        assert run["settings"]["split_touching"] is expected
+        # the mask records how its model counts, for a later `temdefect quantify`
+        mask = read_image(out / "images" / paths[0].stem / f"{paths[0].stem}_mask.tif")
+        assert map_split_touching(mask) is (ckpt == splitting)

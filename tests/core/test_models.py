@@ -233,6 +233,24 @@ def test_operating_threshold_is_saved_and_read_without_building(tmp_path, tiny_m
         model_threshold("no-such-model")
 
 
+def test_split_touching_is_saved_and_read_without_building(tmp_path, tiny_model, monkeypatch):
+    from napari_temdefect.models import build, model_split_touching
+
+    assert tiny_model.split_touching is False and model_split_touching(tiny_model) is False
+    yes = tiny_model.save(tmp_path / "split.safetensors", split_touching=True)
+    odd = tiny_model.save(tmp_path / "odd.safetensors", split_touching="yes")  # not a bool
+    assert load_model(yes, device="cpu").split_touching is True
+
+    def no_build(*a, **k):
+        raise AssertionError("built a network to read metadata")
+
+    monkeypatch.setattr(build, "build_module", no_build)
+    assert model_split_touching(yes) is True and model_split_touching(str(odd)) is False
+    # the bundled bubble model counts touching bubbles apart; the line models do not
+    assert model_split_touching("bubble") is True
+    assert model_split_touching("grain-boundary") is False
+
+
 def test_bundled_models_list_their_operating_threshold(capsys):
     from napari_temdefect.cli.main import main
     from napari_temdefect.models import list_models, model_threshold

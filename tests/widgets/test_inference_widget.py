@@ -297,7 +297,7 @@ def test_outputs_keep_the_image_units_and_models_preselect(qtbot, widget, rng, n
 def test_choosing_a_model_sets_its_operating_threshold(qtbot, widget, tiny_model, tmp_path,
                                                        rng, notes):
     assert widget.threshold_spin.value() == 0.5  # the tiny checkpoint records none
-    path = tiny_model.save(tmp_path / "low.safetensors", threshold=0.3)
+    path = tiny_model.save(tmp_path / "low.safetensors", threshold=0.3, split_touching=True)
     widget.set_model_path(path)
     assert widget.threshold_spin.value() == pytest.approx(0.3)
     layer = widget.viewer.add_image(_image(rng), name="img")
@@ -305,6 +305,8 @@ def test_choosing_a_model_sets_its_operating_threshold(qtbot, widget, tiny_model
     assert get_session(widget.viewer).inference_settings["threshold"] == pytest.approx(0.3)
     meta = widget.viewer.layers["img defects"].metadata[inference_widget.OUTPUT_KEY]
     assert meta["threshold"] == pytest.approx(0.3)
+    # and how it counts, which the Quantification panel presets
+    assert meta["split_touching"] is True
     assert notes == []
 
 

@@ -352,3 +352,33 @@ def test_non_square_pixels_are_named_in_the_status(make_napari_viewer, qtbot):
     widget.layer_combo.setCurrentText("sq defects")
     run(widget, qtbot)
     assert "not square" not in widget.status.text()
+
+
+def test_split_follows_the_model_that_made_the_layer_until_the_user_chooses(
+        make_napari_viewer, qtbot):
+    """Two touching disks predicted by a model that counts touching blobs apart (metadata
+    written by the Inference widget): Split is preset and they count as two; a layer from
+    another model leaves it clear; once the user clicks the box, their choice stays."""
+    pair = np.zeros((128, 128), np.int32)
+    y, x = np.ogrid[:128, :128]
+    for c in (48, 76):
+        pair[(y - 64) ** 2 + (x - c) ** 2 <= 15 ** 2] = 1
+    viewer = make_napari_viewer()
+    viewer.add_labels(pair, name="a defects",
+                      metadata={"temdefect": {"classes": ["bubble"], "split_touching": True}})
+    viewer.add_labels(pair, name="b defects",
+                      metadata={"temdefect": {"classes": ["bubble"], "split_touching": False}})
+    widget = QuantifyWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.layer_combo.setCurrentText("a defects")
+    assert widget.split.isChecked()
+    run(widget, qtbot)
+    assert widget.result.summary["count"].iloc[0] == 2
+    widget.layer_combo.setCurrentText("b defects")
+    assert not widget.split.isChecked()
+    run(widget, qtbot)
+    assert widget.result.summary["count"].iloc[0] == 1
+    widget.split.click()  # the user's choice now holds for every layer
+    widget.layer_combo.setCurrentText("a defects")
+    widget.layer_combo.setCurrentText("b defects")
+    assert widget.split.isChecked()

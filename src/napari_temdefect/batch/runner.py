@@ -78,7 +78,9 @@ class BatchSettings:
     device: str | None = None
     batch_size: int | None = None
     min_size_px: int | None = None       # None: quantify's default
-    split_touching: bool = False         # watershed split of touching blobs
+    #: watershed split of touching blobs; None: what the model records (the bundled bubble
+    #: model: split), resolved once like the threshold
+    split_touching: bool | None = None
     class_name: str | None = None        # which model class to quantify (default: the first)
     save_probability: bool = True
     overwrite: bool = False
@@ -303,6 +305,8 @@ def process_image(path, name: str, model, settings: BatchSettings, out_dir,
     path, out_dir = Path(path), Path(out_dir)
     start = time.perf_counter()
     folder = image_dir(out_dir, name)
+    if settings.split_touching is None:  # run_batch resolves it; a direct call may not
+        settings = dataclasses.replace(settings, split_touching=model.split_touching)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / MARKER).unlink(missing_ok=True)  # not done until the marker is back
@@ -382,8 +386,10 @@ def _process_in_memory(path: Path, name: str, model, settings: BatchSettings, fo
         outputs[f"{name}_probability.tif"] = result.probability.astype(np.float32)
     # the probability map records where it was cut, so `temdefect quantify` cuts it the same way
     classes = model.spec.classes
-    tags = {f"{name}_probability.tif": threshold_tags(result.threshold, model.name, classes),
-            f"{name}_mask.tif": model_tags(model.name, classes)}
+    split = model.split_touching
+    tags = {f"{name}_probability.tif": threshold_tags(result.threshold, model.name, classes,
+                                                      split),
+            f"{name}_mask.tif": model_tags(model.name, classes, split)}
     for file_name, array in outputs.items():
         write_tiff(folder / file_name, array, pixel_size_nm=pixel_size, overwrite=True,
                    tags=tags.get(file_name))
@@ -564,6 +570,11 @@ def run_batch(inputs, out_dir, settings: BatchSettings, *, scheduler=None, recur
         from ..models import model_threshold
 
         settings = dataclasses.replace(settings, threshold=model_threshold(settings.model))
+    if settings.split_touching is None:
+        from ..models import model_split_touching
+
+        settings = dataclasses.replace(
+            settings, split_touching=model_split_touching(settings.model))
     key = settings.result_key(sha)
     _check_run_file(out_dir, key, settings.overwrite)
     _check_not_foreign(out_dir, settings.overwrite)

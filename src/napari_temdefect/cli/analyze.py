@@ -9,6 +9,8 @@ others go on, and the exit status is then 1. See docs/batch.md.
 
 from __future__ import annotations
 
+import argparse
+
 import sys
 
 from ._options import add_inference_options
@@ -40,8 +42,10 @@ def add_parser(sub):
                    help="foil thickness in nm (lines: adds the dislocation density in m^-2)")
     p.add_argument("--min-size", type=int, default=None, metavar="PX",
                    help="drop objects smaller than this (px of area; px of length for lines)")
-    p.add_argument("--split", action="store_true",
-                   help="blobs: split touching blobs with a watershed")
+    p.add_argument("--split", action=argparse.BooleanOptionalAction, default=None,
+                   help="blobs: split touching blobs with a watershed, so two touching bubbles "
+                        "count as two (default: what the model records; the bundled bubble "
+                        "model splits)")
     p.add_argument("--class", dest="class_name", default=None, metavar="NAME",
                    help="model class to quantify (default: the model's first class)")
     add_inference_options(p)

@@ -81,7 +81,7 @@ def run(args) -> int:
         px = px if px is not None else px_truth
         seen.append((pred_path.name, px))
         check_consistent_calibration(seen)
-        kwargs = measure_kwargs(args, recorded)
+        kwargs = measure_kwargs(args, recorded, micrograph)
         kwargs.pop("thickness_nm")
         result = compare(pred, truth, kind, px, iou=args.iou, tolerance_px=args.tolerance,
                          image_name=name, **kwargs)

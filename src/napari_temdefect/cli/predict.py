@@ -104,11 +104,12 @@ def run(args) -> int:
             else result.probability
         px = micrograph.pixel_size_nm
         write_tiff(paths["probability"], probability, pixel_size_nm=px, overwrite=args.overwrite,
-                   tags=threshold_tags(result.threshold, model.name, model.spec.classes))
+                   tags=threshold_tags(result.threshold, model.name, model.spec.classes,
+                                   model.split_touching))
         write_tiff(paths["confidence"], result.confidence, pixel_size_nm=px,
                    overwrite=args.overwrite)
         write_tiff(paths["mask"], result.mask, pixel_size_nm=px, overwrite=args.overwrite,
-                   tags=model_tags(model.name, model.spec.classes))
+                   tags=model_tags(model.name, model.spec.classes, model.split_touching))
         if not args.quiet:
             share = 100.0 * float((result.mask > 0).mean())
             calib = f"{px:g} nm/px" if px else "uncalibrated"

@@ -8,6 +8,8 @@ Both outputs are checked before any work, and never overwritten without --overwr
 
 from __future__ import annotations
 
+import argparse
+
 import sys
 from pathlib import Path
 
@@ -61,19 +63,27 @@ def add_measure_arguments(p, kind_required: bool = True):
                    help="probability above which a pixel is a defect (default: the threshold "
                         "recorded in a probability map by `temdefect predict`, i.e. the "
                         "model's, else 0.5)")
-    p.add_argument("--split", action="store_true",
-                   help="split touching blobs with a distance-transform watershed (blobs)")
+    p.add_argument("--split", action=argparse.BooleanOptionalAction, default=None,
+                   help="split touching blobs with a distance-transform watershed, so two "
+                        "touching bubbles count as two (blobs; default: what the model that "
+                        "made the file records, as `temdefect predict` / `analyze` wrote it: "
+                        "the bundled bubble model splits; else no split)")
     p.add_argument("--gap", type=int, default=None, metavar="PX",
                    help="bridge boundary gaps up to about 2×PX wide (grains; default 2)")
 
 
-def measure_kwargs(args, recorded: float | None = None) -> dict:
+def measure_kwargs(args, recorded: float | None = None, micrograph=None) -> dict:
     """quantify()'s keyword arguments from the measure options; the threshold is --threshold,
-    else ``recorded`` (the one a probability map records), else 0.5."""
+    else ``recorded`` (the one a probability map records), else 0.5; touching blobs are split
+    when --split says so, else when the file's model asked for it (``micrograph``'s tags)."""
+    from ..io import map_split_touching
+
     threshold = args.threshold if args.threshold is not None else \
         recorded if recorded is not None else 0.5
+    split = args.split if args.split is not None else \
+        micrograph is not None and map_split_touching(micrograph)
     return dict(thickness_nm=args.thickness, min_size_px=args.min_size,
-                threshold=threshold, split_touching=args.split, gap_px=args.gap)
+                threshold=threshold, split_touching=split, gap_px=args.gap)
 
 
 def image_name(path: Path) -> str:
@@ -239,7 +249,8 @@ def run(args) -> int:
             raise TemDefectError(f"{path.name} records a {kind} model but an earlier input "
                                  "another kind; pass --kind, or quantify them separately.")
         results.append(quantify(data, kind, px, confidence=confidence,
-                                image_name=name, **measure_kwargs(args, recorded)))
+                                image_name=name,
+                                **measure_kwargs(args, recorded, micrograph)))
     objects = pd.concat([r.objects for r in results], ignore_index=True)
     summary = pd.concat([r.summary for r in results], ignore_index=True)
     write_csv(objects, out, overwrite=args.overwrite)

@@ -16,14 +16,14 @@ from pathlib import Path
 
 from ..errors import TemDefectError
 from .checkpoint import (DEFAULT_THRESHOLD, read_checkpoint, read_metadata,
-                         recorded_threshold, save_checkpoint)
+                         recorded_split_touching, recorded_threshold, save_checkpoint)
 from .registry import bundled_paths, default_model_name, list_models
 from .spec import ARCHITECTURES, ModelSpec
 
 __all__ = [
     "ARCHITECTURES", "Model", "ModelSpec", "create_model", "default_model_name",
-    "checkpoint_path", "list_models", "load_model", "model_classes", "model_threshold",
-    "save_model",
+    "checkpoint_path", "list_models", "load_model", "model_classes", "model_split_touching",
+    "model_threshold", "save_model",
     "DEFAULT_THRESHOLD",
 ]
 
@@ -54,6 +54,12 @@ class Model:
         """The probability above which a pixel is a defect when the caller does not choose:
         the value the checkpoint records (``metadata["threshold"]``), else 0.5."""
         return recorded_threshold(self.metadata)
+
+    @property
+    def split_touching(self) -> bool:
+        """Whether the Quantification panel and ``analyze`` split touching blobs by default
+        for this model's masks (``metadata["split_touching"]``; False when not recorded)."""
+        return recorded_split_touching(self.metadata)
 
     def to(self, device=None) -> "Model":
         from ..device import resolve_device
@@ -158,6 +164,14 @@ def model_threshold(name_or_model) -> float:
     if isinstance(name_or_model, Model):
         return name_or_model.threshold
     return recorded_threshold(read_metadata(checkpoint_path(name_or_model)[0]))
+
+
+def model_split_touching(name_or_model) -> bool:
+    """Whether a Model, a bundled name or a checkpoint path asks for touching blobs to be
+    split when counted, read from the checkpoint's metadata without building the network."""
+    if isinstance(name_or_model, Model):
+        return name_or_model.split_touching
+    return recorded_split_touching(read_metadata(checkpoint_path(name_or_model)[0]))
 
 
 def model_classes(name_or_model) -> list[str]:

@@ -71,6 +71,14 @@ def recorded_threshold(metadata: dict | None) -> float:
     return DEFAULT_THRESHOLD if t is None else t
 
 
+def recorded_split_touching(metadata: dict | None) -> bool:
+    """Whether a checkpoint asks for touching objects to be counted apart (key
+    ``split_touching``, true only when it is the boolean True). The bundled ``bubble`` model
+    does: its labels draw touching bubbles now joined, now apart, and counted as bubbles
+    (touching ones split) its count matches theirs (docs/evaluation.md)."""
+    return (metadata or {}).get("split_touching") is True
+
+
 def read_checkpoint(path) -> tuple[ModelSpec, dict, dict]:
     """Return (spec, state_dict in float32, metadata) from a checkpoint file."""
     import torch

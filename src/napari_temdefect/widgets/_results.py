@@ -10,7 +10,8 @@ widget docked) show a :class:`~napari_temdefect.inference.Prediction` through
   the new result into ``<image> defects (n)``.
 
 Every layer gets the image's scale, translate and units, and ``metadata["temdefect"]`` with the
-model, classes and the threshold the mask was cut at (the Quantify panel reads it).
+model, classes, the threshold the mask was cut at and whether the model counts touching blobs
+apart (the Quantify panel reads them).
 """
 
 from __future__ import annotations
@@ -72,13 +73,16 @@ def ask_replace_edited(parent, layer_name: str) -> bool:
 
 
 def show_prediction(viewer, image_layer, result, model_name: str, labels: np.ndarray,
-                    new_print: str, old_print: str | None, ask_replace):
-    """Write ``result`` for ``image_layer`` into the viewer; returns the defects layer."""
+                    new_print: str, old_print: str | None, ask_replace, *,
+                    split_touching: bool = False):
+    """Write ``result`` for ``image_layer`` into the viewer; returns the defects layer.
+    ``split_touching``: the model asks for touching blobs to be counted apart
+    (``Model.split_touching``), which the Quantify panel presets."""
     name = image_layer.name
     geo = geometry(image_layer)
     meta = {OUTPUT_KEY: {"image": name, "model": model_name, "classes": result.classes,
                          "threshold": result.threshold, "tta": result.tta,
-                         "inverted": result.inverted}}
+                         "inverted": result.inverted, "split_touching": bool(split_touching)}}
     prob = result.probability[0] if result.probability.shape[0] == 1 \
         else result.probability.max(axis=0)
     set_layer(viewer, f"{name} probability", prob, "image", colormap="magma",

@@ -501,7 +501,7 @@ class FinetuneWidget(QWidget):
             return
         self.session.predictions[image_layer.name] = result
         show_prediction(self.viewer, image_layer, result, model.name, labels, new_print,
-                        old_print, self.ask_replace_edited)
+                        old_print, self.ask_replace_edited, split_touching=model.split_touching)
 
     # ------------------------------------------------------------------ save / revert
     def _confirm(self, text: str) -> bool:

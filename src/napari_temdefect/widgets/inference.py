@@ -396,7 +396,8 @@ class InferenceWidget(QWidget):
         session.predictions[name] = result
         session.inference_settings = dict(settings)
         layer = show_prediction(self.viewer, image_layer, result, model.name, labels,
-                                new_print, old_print, self.ask_replace_edited)
+                                new_print, old_print, self.ask_replace_edited,
+                                split_touching=model.split_touching)
         n = int(labels.max())
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(1)

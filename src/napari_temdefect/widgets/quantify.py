@@ -3,7 +3,9 @@
 Input: a Labels layer (instances or a mask, e.g. ``<image> defects``) or an Image layer holding
 a probability map. The kind is preset from the classes recorded on the layer (``boundary`` →
 grains, ``dislocation`` → lines, others → blobs; ``constants.kind_for_class``) until the user
-picks one. The pixel size is pre-filled from the layer (its ``scale`` or
+picks one; *Split touching blobs* likewise follows the model that made the layer (the bundled
+bubble model counts touching bubbles apart) until the user ticks or clears it. The pixel size
+is pre-filled from the layer (its ``scale`` or
 ``metadata["pixel_size_nm"]``); an empty field means uncalibrated and results in pixels.
 The core is :func:`napari_temdefect.quantify.quantify`, run in a ``thread_worker``.
 
@@ -87,6 +89,13 @@ def layer_threshold(layer) -> float | None:
         return None
     return as_threshold(
         ((getattr(layer, "metadata", {}) or {}).get("temdefect") or {}).get("threshold"))
+
+
+def layer_split_touching(layer) -> bool | None:
+    """Whether the model that made a layer counts touching blobs apart (recorded by the
+    Inference widget, ``Model.split_touching``), or None when the layer does not say."""
+    value = ((getattr(layer, "metadata", {}) or {}).get("temdefect") or {}).get("split_touching")
+    return value if isinstance(value, bool) else None
 
 
 def viewer_camera(viewer):
@@ -175,6 +184,7 @@ class QuantifyWidget(QWidget):
         self.result_layer = None    # Labels layer holding result.labels and the features
         self._min_size_touched = False
         self._kind_touched = False  # the user picked a kind: stop guessing it from the layer
+        self._split_touched = False  # the user ticked or cleared Split: stop following the model
 
         layout = QVBoxLayout(self)
         form = QFormLayout()
@@ -209,6 +219,9 @@ class QuantifyWidget(QWidget):
                                   "at (the model's operating threshold) when it records one.")
         form.addRow("Threshold:", self.threshold)
         self.split = QCheckBox("Split touching blobs (watershed)")
+        self.split.setToolTip("Count two touching blobs as two (a watershed on the distance to "
+                              "the background). Preset from the model that made the layer: "
+                              "the bundled bubble model splits.")
         form.addRow(self.split)
         self.reference_combo = QComboBox()
         self.reference_combo.setToolTip("Optional reference (annotation) labels to compare with.")
@@ -254,6 +267,7 @@ class QuantifyWidget(QWidget):
         self.layer_combo.currentTextChanged.connect(self._on_layer_changed)
         self.kind_combo.currentTextChanged.connect(self._on_kind_changed)
         self.kind_combo.activated.connect(lambda _i: setattr(self, "_kind_touched", True))
+        self.split.clicked.connect(lambda _c: setattr(self, "_split_touched", True))
         follow_layer_list(napari_viewer, self._refresh_layers)
         self._refresh_layers()
         self._on_kind_changed(self.kind_combo.currentText())
@@ -313,6 +327,9 @@ class QuantifyWidget(QWidget):
         recorded = layer_threshold(layer)
         if recorded is not None:  # cut the map where the Inference widget / predict cut it
             self.threshold.setValue(recorded)
+        split = layer_split_touching(layer)
+        if split is not None and not self._split_touched:  # the model's way of counting
+            self.split.setChecked(split)
         kind = guess_kind(layer)
         if kind is not None and not self._kind_touched:
             self.kind_combo.blockSignals(True)
