@@ -10,6 +10,10 @@ runs on the true mask. It also splits what pixel F1 at 0.5 loses: wrong pixels o
 objects that both masks have, and whole objects that only one has (:func:`pixel_loss`). Rows go
 to ``runs/bundled/count_errors_<model>[_<arch>].json``.
 
+``--split-h H [H ...]`` (bubbles) also counts both the prediction and the true mask with
+touching bubbles split (``quantify(..., split_touching=True, split_h_px=H)``): the count of
+bubbles, which does not depend on whether the annotator's circles touched.
+
 ``--labels`` (bubbles) asks instead how the labels themselves treat touching bubbles: per
 image, the pairs of labelled bubbles drawn apart by a strip of background at most
 ``2 × separation.GAP_RADIUS_PX`` px wide, and the bubbles drawn joined to another in one
@@ -30,6 +34,13 @@ from train_bundled import recipe_for  # noqa: E402
 
 KIND = {"grain-boundary": "grains", "bubble": "blobs"}
 FIELDS = ("truth", "pred", "missed", "extra", "merged", "split")
+
+
+def _split_count(mask, h: float) -> int:
+    """Bubbles counted with touching ones split (``quantify``'s watershed, h in px)."""
+    from napari_temdefect.quantify import quantify
+
+    return int(quantify(mask, "blobs", split_touching=True, split_h_px=h).summary["count"].iloc[0])
 
 
 def _counted(mask, kind):
@@ -99,6 +110,9 @@ def _options(ap) -> None:
                          "which the CV folds do not record)")
     ap.add_argument("--labels", action="store_true",
                     help="how the bubble labels draw touching bubbles (no model)")
+    ap.add_argument("--split-h", type=float, nargs="+", default=(), metavar="H",
+                    help="bubbles: also count with touching bubbles split (watershed h in px) "
+                         "on both the prediction and the truth")
 
 
 def main(argv=None) -> int:
@@ -133,12 +147,22 @@ def main(argv=None) -> int:
                     tot[f] += row[f]
                 print(f"  {d['name']} at {thr:g}: " + " / ".join(str(row[f]) for f in FIELDS)
                       + f"  ({100 * c.error / max(c.truth, 1):+.1f} %)", flush=True)
+                for h in args.split_h if kind == "bubble" else ():
+                    key = f"{thr:g} split h{h:g}"
+                    n_pred, n_true = (_split_count(m, h) for m in (prob > thr, d["mask"]))
+                    rows.setdefault(key, {})[d["name"]] = {"pred": n_pred, "truth": n_true}
+                    tot = totals.setdefault(key, {"pred": 0, "truth": 0})
+                    tot["pred"] += n_pred
+                    tot["truth"] += n_true
+                    print(f"  {d['name']} at {thr:g}, touching bubbles split (h {h:g}): "
+                          f"{n_true} / {n_pred}  ({100 * (n_pred - n_true) / n_true:+.1f} %)",
+                          flush=True)
         losses = list(rows["pixel_loss_at_0.5"].values())
         print("  mean pixel F1 at 0.5 " + ", ".join(
             f"{k} {np.mean([r[k] for r in losses]):.3f}" for k in losses[0]))
         for thr, tot in totals.items():
             per_image = [abs(r["pred"] - r["truth"]) / r["truth"] for r in rows[thr].values()]
-            print(f"  all at {thr}: " + " / ".join(str(tot[f]) for f in FIELDS)
+            print(f"  all at {thr}: " + " / ".join(str(tot[f]) for f in FIELDS if f in tot)
                   + f"  (total {100 * (tot['pred'] - tot['truth']) / tot['truth']:+.1f} %, "
                   f"mean |error| per image {100 * np.mean(per_image):.1f} %)")
         suffix = "" if args.arch is None else f"_{args.arch}"
