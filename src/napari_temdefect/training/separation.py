@@ -1,12 +1,15 @@
 """Where two labelled objects nearly touch: the background pixels that keep them apart.
 
-Annotators leave a thin strip of background between touching bubbles, so each is counted on
-its own. A network trained with a plain per-pixel loss pays for that strip only as much as for
-any other edge pixel; it tends to fill it and count two bubbles as one (on the He-bubble
-images, most of the bundled model's under-count was such merges). U-Net's border weight
-(Ronneberger et al., MICCAI 2015) makes those pixels count more in the loss.
+Where the labels leave a thin strip of background between two touching bubbles, each counts
+on its own. A network trained with a plain per-pixel loss pays for that strip only as much as
+for any other edge pixel, tends to fill it, and counts two bubbles as one. U-Net's border
+weight (Ronneberger et al., MICCAI 2015) makes those pixels count more in the loss:
 :func:`gap_mask` marks them; ``TrainConfig.separation`` is the extra weight they get.
-"""
+
+It suits labels that always keep touching objects apart. The He-bubble labels join touching
+bubbles in some places, and there the weighted network splits what the labels join
+(docs/models.md, "Keeping touching bubbles apart in training"), so the bundled models train
+without it."""
 
 from __future__ import annotations
 
