@@ -114,3 +114,23 @@ def test_analyze_kind_comes_from_the_model_class(tmp_path, tiny_model, capsys):
     err = capsys.readouterr().err
     assert "does not say what to measure; pass --kind" in err and "Traceback" not in err
     assert not (tmp_path / "out3" / "summary.csv").exists()
+
+
+def test_analyze_follows_the_models_split_and_says_so(tmp_path, tiny_model, capsys):
+    """A model that records split_touching (the bundled bubble model) is counted with touching
+    blobs apart, and analyze says so on stderr; --no-split turns it off (recorded in run.json)."""
+    import json
+
+    data = _images(tmp_path / "data", 1)
+    tiny_model.spec.classes = ["bubble"]
+    ckpt = tiny_model.save(tmp_path / "b.safetensors", split_touching=True)
+    args = ["analyze", str(data), "--model", str(ckpt), "--tile", "128", "--overlap", "16",
+            "--device", "cpu", "-q"]
+    assert main([*args, "--out", str(tmp_path / "out")]) == 0
+    assert "touching blobs are counted apart" in capsys.readouterr().err
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["settings"][
+        "split_touching"] is True
+    assert main([*args, "--out", str(tmp_path / "out2"), "--no-split"]) == 0
+    assert "counted apart" not in capsys.readouterr().err
+    assert json.loads((tmp_path / "out2" / "run.json").read_text())["settings"][
+        "split_touching"] is False

@@ -114,6 +114,12 @@ def run(args) -> int:
 
         parse_scheduler(args.scheduler)  # a typo fails before any work
     kind = args.kind or kind_of_model(model, args.class_name)
+    if kind == "blobs" and args.split is None:
+        from ..models import model_split_touching
+
+        if model_split_touching(model):
+            print("temdefect analyze: touching blobs are counted apart, as the model records; "
+                  "--no-split counts connected components", file=sys.stderr)
     settings = BatchSettings(
         model=model, kind=kind, pixel_size_nm=args.pixel_size,
         thickness_nm=args.thickness, tile=args.tile, overlap=args.overlap, tta=args.tta,
