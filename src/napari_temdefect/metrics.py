@@ -82,23 +82,33 @@ def boundary_f1(pred, truth, tolerance_px: float = 3.0, ignore=None,
     return F1(float(f), float(precision), float(recall), p_ok, p_all - p_ok, t_all - t_ok)
 
 
+def _overlaps(pred_labels, truth_labels):
+    """The pairs of labelled objects that share pixels: ``(pairs (2, N) of (pred id, truth
+    id), shared pixels (N,), pred area (N,), truth area (N,), pred ids, truth ids)``, the
+    areas being each pair member's whole area."""
+    pred_labels, truth_labels = np.asarray(pred_labels), np.asarray(truth_labels)
+    p_ids, p_area = np.unique(pred_labels[pred_labels > 0], return_counts=True)
+    t_ids, t_area = np.unique(truth_labels[truth_labels > 0], return_counts=True)
+    both = (pred_labels > 0) & (truth_labels > 0)
+    if not both.any():
+        empty = np.zeros(0, np.int64)
+        return np.zeros((2, 0), np.int64), empty, empty, empty, p_ids, t_ids
+    pairs, inter = np.unique(np.stack([pred_labels[both], truth_labels[both]]), axis=1,
+                             return_counts=True)
+    return (pairs, inter, p_area[np.searchsorted(p_ids, pairs[0])],
+            t_area[np.searchsorted(t_ids, pairs[1])], p_ids, t_ids)
+
+
 def match_objects(pred_labels, truth_labels, iou: float = 0.5):
     """One-to-one matching of labelled objects at IoU ≥ ``iou`` (greedy by IoU).
 
     Returns (matches [(pred_id, truth_id, iou)], unmatched_pred_ids, unmatched_truth_ids).
     """
-    pred_labels = np.asarray(pred_labels)
-    truth_labels = np.asarray(truth_labels)
-    both = (pred_labels > 0) & (truth_labels > 0)
-    pairs, inter = np.unique(
-        np.stack([pred_labels[both], truth_labels[both]]), axis=1, return_counts=True
-    ) if both.any() else (np.zeros((2, 0), int), np.zeros(0, int))
-    p_ids, p_area = np.unique(pred_labels[pred_labels > 0], return_counts=True)
-    t_ids, t_area = np.unique(truth_labels[truth_labels > 0], return_counts=True)
-    pa, ta = dict(zip(p_ids.tolist(), p_area.tolist())), dict(zip(t_ids.tolist(), t_area.tolist()))
+    pairs, inter, pa, ta, p_ids, t_ids = _overlaps(pred_labels, truth_labels)
     cands = []
-    for (p, t), n in zip(pairs.T.tolist(), inter.tolist()):
-        j = n / (pa[p] + ta[t] - n)
+    for p, t, n, a, b in zip(pairs[0].tolist(), pairs[1].tolist(), inter.tolist(), pa.tolist(),
+                             ta.tolist()):
+        j = n / (a + b - n)
         if j >= iou:
             cands.append((j, p, t))
     cands.sort(reverse=True)
@@ -106,7 +116,8 @@ def match_objects(pred_labels, truth_labels, iou: float = 0.5):
     for j, p, t in cands:
         if p not in used_p and t not in used_t:
             used_p.add(p), used_t.add(t), matches.append((p, t, j))
-    return matches, sorted(set(pa) - used_p), sorted(set(ta) - used_t)
+    return (matches, sorted(set(p_ids.tolist()) - used_p),
+            sorted(set(t_ids.tolist()) - used_t))
 
 
 def object_f1(pred_labels, truth_labels, iou: float = 0.5) -> F1:
@@ -141,21 +152,11 @@ class CountErrors:
 def count_errors(pred_labels, truth_labels) -> CountErrors:
     """Decompose the count error of labelled objects (0 = background) into missed, extra,
     merged and split objects (see :class:`CountErrors` for when two objects correspond)."""
-    pred_labels, truth_labels = np.asarray(pred_labels), np.asarray(truth_labels)
-    if pred_labels.shape != truth_labels.shape:
-        raise ValueError(f"pred {pred_labels.shape} and truth {truth_labels.shape} differ in "
-                         "shape")
-    p_ids, p_area = np.unique(pred_labels[pred_labels > 0], return_counts=True)
-    t_ids, t_area = np.unique(truth_labels[truth_labels > 0], return_counts=True)
-    both = (pred_labels > 0) & (truth_labels > 0)
-    if both.any():
-        pairs, inter = np.unique(np.stack([pred_labels[both], truth_labels[both]]), axis=1,
-                                 return_counts=True)
-        smaller = np.minimum(p_area[np.searchsorted(p_ids, pairs[0])],
-                             t_area[np.searchsorted(t_ids, pairs[1])])
-        pairs = pairs[:, 2 * inter >= smaller]
-    else:
-        pairs = np.zeros((2, 0), np.int64)
+    if np.shape(pred_labels) != np.shape(truth_labels):
+        raise ValueError(f"pred {np.shape(pred_labels)} and truth {np.shape(truth_labels)} "
+                         "differ in shape")
+    pairs, inter, pa, ta, p_ids, t_ids = _overlaps(pred_labels, truth_labels)
+    pairs = pairs[:, 2 * inter >= np.minimum(pa, ta)]
     matched_p, per_pred = np.unique(pairs[0], return_counts=True)
     matched_t, per_truth = np.unique(pairs[1], return_counts=True)
     return CountErrors(

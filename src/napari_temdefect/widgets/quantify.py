@@ -57,11 +57,17 @@ def image_name_of(layer_name: str) -> str:
     return layer_name
 
 
+def _recorded(layer) -> dict:
+    """What this plugin recorded on a layer (``metadata["temdefect"]``: Inference widget,
+    reader, sample data), or {}."""
+    return (getattr(layer, "metadata", {}) or {}).get("temdefect") or {}
+
+
 def guess_kind(layer) -> str | None:
     """The kind that fits the classes recorded on a layer (Inference, sample data), if any;
     blobs when the classes do not say (``"defect"``)."""
-    meta = getattr(layer, "metadata", {}) or {}
-    classes = (meta.get("temdefect") or {}).get("classes") or meta.get("classes") or []
+    classes = _recorded(layer).get("classes") or \
+        (getattr(layer, "metadata", {}) or {}).get("classes") or []
     if not classes:
         return None
     kinds = [kind_for_class(c) for c in classes]
@@ -87,14 +93,13 @@ def layer_threshold(layer) -> float | None:
     the Inference widget and by the reader for maps that ``temdefect predict`` wrote)."""
     if layer_kind(layer) != "image":
         return None
-    return as_threshold(
-        ((getattr(layer, "metadata", {}) or {}).get("temdefect") or {}).get("threshold"))
+    return as_threshold(_recorded(layer).get("threshold"))
 
 
 def layer_split_touching(layer) -> bool | None:
     """Whether the model that made a layer counts touching blobs apart (recorded by the
     Inference widget, ``Model.split_touching``), or None when the layer does not say."""
-    value = ((getattr(layer, "metadata", {}) or {}).get("temdefect") or {}).get("split_touching")
+    value = _recorded(layer).get("split_touching")
     return value if isinstance(value, bool) else None
 
 
