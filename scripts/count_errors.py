@@ -131,6 +131,9 @@ def main(argv=None) -> int:
         print(f"== {kind} ({tag}): " + " / ".join(FIELDS))
         for _fold, d, model in held_out(kind, tag, args.folds):
             truth = _counted(d["mask"], kind)
+            # the true mask's split counts do not depend on the threshold: once per image
+            true_split = {h: _split_count(d["mask"], h)
+                          for h in (args.split_h if kind == "bubble" else ())}
             prob = predict(model, d["image"], threshold=0.5, device="cpu").probability
             prob = np.asarray(prob).reshape(d["mask"].shape)
             loss = pixel_loss(prob > 0.5, d["mask"])
@@ -147,9 +150,9 @@ def main(argv=None) -> int:
                     tot[f] += row[f]
                 print(f"  {d['name']} at {thr:g}: " + " / ".join(str(row[f]) for f in FIELDS)
                       + f"  ({100 * c.error / max(c.truth, 1):+.1f} %)", flush=True)
-                for h in args.split_h if kind == "bubble" else ():
+                for h, n_true in true_split.items():
                     key = f"{thr:g} split h{h:g}"
-                    n_pred, n_true = (_split_count(m, h) for m in (prob > thr, d["mask"]))
+                    n_pred = _split_count(prob > thr, h)
                     rows.setdefault(key, {})[d["name"]] = {"pred": n_pred, "truth": n_true}
                     tot = totals.setdefault(key, {"pred": 0, "truth": 0})
                     tot["pred"] += n_pred
