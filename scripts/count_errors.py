@@ -14,6 +14,10 @@ to ``runs/bundled/count_errors_<model>[_<arch>].json``.
 touching bubbles split (``quantify(..., split_touching=True, split_h_px=H)``): the count of
 bubbles, which does not depend on whether the annotator's circles touched.
 
+``--shapes`` (bubbles) also scores pixel F1 at 0.5 with every predicted bubble redrawn as the
+disc, or the ellipse, of its own area and moments (the labels are drawn as circles); blobs
+under 20 px or of solidity under 0.9 (merged bubbles) stay as predicted.
+
 ``--labels`` (bubbles) asks instead how the labels themselves treat touching bubbles: per
 image, the pairs of labelled bubbles drawn apart by a strip of background at most
 ``2 × separation.GAP_RADIUS_PX`` px wide, and the bubbles drawn joined to another in one
@@ -75,6 +79,27 @@ def pixel_loss(pred, truth) -> dict:
             "extra": extra / total, "missed": missed / total}
 
 
+def as_shapes(mask, shape: str) -> np.ndarray:
+    """``mask`` with each bubble redrawn as a ``"disc"`` or ``"ellipse"`` (see ``--shapes``)."""
+    from skimage.draw import disk, ellipse
+    from skimage.measure import label, regionprops
+
+    lab = label(mask, connectivity=2)
+    out = np.zeros(lab.shape, bool)
+    for r in regionprops(lab):
+        if r.area < 20 or r.solidity < 0.9:
+            out[lab == r.label] = True
+            continue
+        cy, cx = r.centroid
+        if shape == "disc":
+            rr, cc = disk((cy, cx), np.sqrt(r.area / np.pi), shape=out.shape)
+        else:
+            rr, cc = ellipse(cy, cx, r.axis_major_length / 2, r.axis_minor_length / 2,
+                             shape=out.shape, rotation=r.orientation)
+        out[rr, cc] = True
+    return out
+
+
 def label_habits() -> dict:
     """How the bubble labels treat touching bubbles: apart (a thin strip) or joined."""
     from scipy import ndimage as ndi
@@ -110,6 +135,8 @@ def _options(ap) -> None:
                          "which the CV folds do not record)")
     ap.add_argument("--labels", action="store_true",
                     help="how the bubble labels draw touching bubbles (no model)")
+    ap.add_argument("--shapes", action="store_true",
+                    help="bubbles: also pixel F1 with predicted bubbles redrawn as discs/ellipses")
     ap.add_argument("--split-h", type=float, nargs="+", default=(), metavar="H",
                     help="bubbles: also count with touching bubbles split (watershed h in px) "
                          "on both the prediction and the truth")
@@ -141,6 +168,14 @@ def main(argv=None) -> int:
             print(f"  {d['name']}: pixel F1 at 0.5 {loss['pixel_f1']:.3f}, lost on rims "
                   f"{loss['rim_fp']:.3f} (too much) + {loss['rim_fn']:.3f} (too little), on whole "
                   f"objects {loss['extra']:.3f} (extra) + {loss['missed']:.3f} (missed)")
+            if args.shapes and kind == "bubble":
+                from napari_temdefect.metrics import pixel_f1
+
+                for shape in ("disc", "ellipse"):
+                    loss[f"pixel_f1_{shape}"] = pixel_f1(as_shapes(prob > 0.5, shape),
+                                                         d["mask"]).f1
+                print(f"  {d['name']}: pixel F1 at 0.5 with bubbles redrawn as discs "
+                      f"{loss['pixel_f1_disc']:.3f}, as ellipses {loss['pixel_f1_ellipse']:.3f}")
             for thr in thresholds:
                 c = count_errors(_counted(prob > thr, kind), truth)
                 row = {f: getattr(c, f) for f in FIELDS}
