@@ -56,7 +56,10 @@ def split_touching_blobs(mask: np.ndarray, h_px: float = 2.0) -> np.ndarray:
     """Watershed of the negated distance transform, seeded by its h-maxima.
 
     Only components that are not disk-like (area > 1.3 × the largest inscribed disk) are
-    examined, each in its own bounding box, so fields of separate blobs cost almost nothing.
+    split. Each component is examined in its own bounding box, one pixel wider, with its own
+    distance transform, which equals the whole image's there (the nearest background pixel of
+    a component lies inside that box). So memory follows the largest blob, not the image: a
+    16k² mask needs no image-sized float arrays, and fields of separate blobs cost little.
     """
     from skimage.morphology import h_maxima
     from skimage.segmentation import watershed
@@ -66,20 +69,18 @@ def split_touching_blobs(mask: np.ndarray, h_px: float = 2.0) -> np.ndarray:
     out = comps.astype(np.int32)
     if n == 0:
         return out
-    dist = ndi.distance_transform_edt(mask)
-    idx = np.arange(1, n + 1)
-    fg = np.flatnonzero(comps)
-    dmax = np.zeros(n + 1)
-    np.maximum.at(dmax, comps.ravel()[fg], dist.ravel()[fg])  # ndi.maximum sorts every pixel
-    dmax = dmax[1:]
-    area = np.bincount(comps.ravel(), minlength=n + 1)[1:]
-    candidates = idx[area > SPLIT_CANDIDATE_RATIO * np.pi * dmax ** 2]
+    area = np.bincount(comps.ravel(), minlength=n + 1)
+    h, w = mask.shape
     next_id = n + 1
-    slices = ndi.find_objects(comps)
-    for i in candidates:
-        sl = slices[i - 1]
-        own = comps[sl] == i
-        d = np.where(own, dist[sl], 0)
+    for i, sl in enumerate(ndi.find_objects(comps), start=1):
+        if area[i] < 4:  # no disk of radius 1 fits twice
+            continue
+        win = (slice(max(sl[0].start - 1, 0), min(sl[0].stop + 1, h)),
+               slice(max(sl[1].start - 1, 0), min(sl[1].stop + 1, w)))
+        own = comps[win] == i
+        d = ndi.distance_transform_edt(own)
+        if area[i] <= SPLIT_CANDIDATE_RATIO * np.pi * float(d.max()) ** 2:
+            continue  # disk-like: one blob
         seeds = h_maxima(d, h_px).astype(bool) & own
         markers, k = ndi.label(seeds, structure=EIGHT)
         if k < 2:
@@ -87,7 +88,7 @@ def split_touching_blobs(mask: np.ndarray, h_px: float = 2.0) -> np.ndarray:
         ws = watershed(-d, markers, mask=own, connectivity=2)
         # pixels no seed reached (thin spurs) stay with the first piece
         ws[own & (ws == 0)] = 1
-        region = out[sl]
+        region = out[win]
         region[own] = np.where(ws[own] == 1, i, ws[own] - 2 + next_id)
         next_id += k - 1
     return out
