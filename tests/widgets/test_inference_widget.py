@@ -344,3 +344,35 @@ def test_an_image_far_from_the_models_scale_gets_a_warning(qtbot, make_napari_vi
     assert "4.0× smaller" in widget.status.text()  # the toast fades; the status line keeps it
     _run(qtbot, widget, viewer.layers["near"])
     assert "Magnification" not in widget.status.text()
+
+
+@pytest.mark.parametrize("split", [True, False])
+def test_touching_blobs_get_an_id_each_when_the_model_counts_them_apart(
+        qtbot, widget, tiny_model, tmp_path, rng, notes, monkeypatch, split):
+    """The defects layer's ids are the objects that Quantify counts: with a model that records
+    split_touching (the bundled bubble model), two touching bubbles are two ids, so deleting or
+    merging one in the Corrections panel acts on that bubble alone."""
+    import napari_temdefect.inference as inference
+    from napari_temdefect.inference import PredictionResult
+
+    yy, xx = np.mgrid[:128, :160]
+    mask = (((yy - 64) ** 2 + (xx - 60) ** 2 <= 20 ** 2)
+            | ((yy - 64) ** 2 + (xx - 96) ** 2 <= 20 ** 2)).astype(np.uint8)
+    mask[10:20, 130:140] = 1  # and one apart
+
+    def fake_predict(model, image, **kwargs):
+        prob = mask[None].astype(np.float32)
+        return PredictionResult(prob, np.ones(mask.shape, np.float32), mask, ["defect"],
+                                threshold=kwargs.get("threshold", 0.5))
+
+    monkeypatch.setattr(inference, "predict", fake_predict)
+    widget.set_model_path(tiny_model.save(tmp_path / "m.safetensors", split_touching=split))
+    widget.viewer.add_image(_image(rng), name="img")
+    _run(qtbot, widget)
+    assert notes == []
+    data = np.asarray(widget.viewer.layers["img defects"].data)
+    assert ((data > 0) == (mask > 0)).all()
+    ids = np.unique(data[data > 0])
+    assert len(ids) == (3 if split else 2)
+    left, right = data[64, 50], data[64, 106]
+    assert (left != right) if split else (left == right)

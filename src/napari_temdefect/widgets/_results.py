@@ -5,7 +5,8 @@ widget docked) show a :class:`~napari_temdefect.inference.Prediction` through
 :func:`show_prediction`, so the layers always look the same and carry the same metadata:
 
 * ``<image> probability`` and ``<image> confidence`` (images), updated in place;
-* ``<image> defects`` (Labels, one id per connected object). If the user edited it since the
+* ``<image> defects`` (Labels, one id per connected object, or per blob for a model that counts
+  touching blobs apart, ``Model.split_touching``). If the user edited it since the
   last run, ``ask_replace(name)`` decides: replace it (one undoable step), or keep it and put
   the new result into ``<image> defects (n)``.
 
@@ -32,28 +33,42 @@ def fingerprint(data) -> str:
         f"{arr.shape}{arr.dtype}"
 
 
-def instance_labels(mask: np.ndarray, n_classes: int = 1) -> np.ndarray:
-    """One id per connected object (8-connected), classes never merged; int32."""
+def instance_labels(mask: np.ndarray, n_classes: int = 1,
+                    split_touching: bool = False) -> np.ndarray:
+    """One id per connected object (8-connected), classes never merged; int32.
+
+    ``split_touching``: touching blobs get an id each (the watershed that Quantify's *split
+    touching blobs* uses, ``quantify.blobs.split_touching_blobs``), so that the user can delete
+    or merge one of two touching bubbles, and the ids match what Quantify counts."""
     from ..corrections import instances_from_mask
 
+    def objects(binary):
+        if split_touching:
+            from ..quantify.blobs import label_blobs
+
+            return label_blobs(binary, 0, split_touching=True)
+        return instances_from_mask(binary, dtype=np.int32)
+
     if n_classes == 1:
-        return instances_from_mask(mask, dtype=np.int32)
+        return objects(mask)
     labels = np.zeros(mask.shape, dtype=np.int32)
     offset = 0
     for k in range(1, n_classes + 1):
-        lab = instances_from_mask(mask == k, dtype=np.int32)
+        lab = objects(mask == k)
         n = int(lab.max())
         labels[lab > 0] = lab[lab > 0] + offset
         offset += n
     return labels
 
 
-def prepare_labels(result, defects_data=None) -> tuple[np.ndarray, str, str | None]:
+def prepare_labels(result, defects_data=None,
+                   split_touching: bool = False) -> tuple[np.ndarray, str, str | None]:
     """``(labels, their fingerprint, the current defects layer's fingerprint or None)``.
 
     Hashing a 16k² layer takes a while, so call this in the worker thread, with the layer's
-    data read on the main thread before the worker started."""
-    labels = instance_labels(result.mask, len(result.classes))
+    data read on the main thread before the worker started. ``split_touching``: the model's
+    ``Model.split_touching`` (:func:`instance_labels`)."""
+    labels = instance_labels(result.mask, len(result.classes), split_touching)
     before = None if defects_data is None else fingerprint(defects_data)
     return labels, fingerprint(labels), before
 

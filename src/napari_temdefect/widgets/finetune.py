@@ -479,7 +479,7 @@ class FinetuneWidget(QWidget):
         @thread_worker(start_thread=False, ignore_errors=True)
         def run():
             result = predict(model, image, **settings)
-            return (result, *prepare_labels(result, defects_data))
+            return (result, *prepare_labels(result, defects_data, model.split_touching))
 
         worker = run()
         worker.returned.connect(lambda out: self._show_prediction(image_layer, model, *out))

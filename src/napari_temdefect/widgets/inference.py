@@ -5,7 +5,8 @@ Layers (all with the image's scale and translate):
 * ``<image> probability`` — defect probability (magma, additive, half opacity); with several
   classes, the highest class probability;
 * ``<image> confidence`` — confidence in [0, 1] (hidden at first; see docs/inference.md);
-* ``<image> defects`` — editable Labels, one id per connected object.
+* ``<image> defects`` — editable Labels, one id per connected object (per blob when the model
+  counts touching blobs apart).
 
 A second run updates these layers in place. The defects layer is replaced as one undoable step
 (Ctrl-Z brings the previous labels back); if it was edited since the last run, the widget first
@@ -338,7 +339,8 @@ class InferenceWidget(QWidget):
             used = model if model is not None else load_model(key, device=settings["device"])
             result = predict(used, image, progress=bridge.progress.emit, cancel=self._cancel,
                              **settings)
-            return (used, result, *prepare_labels(result, defects_data))
+            return (used, result,
+                    *prepare_labels(result, defects_data, used.split_touching))
 
         self.worker = thread_worker(work, start_thread=False, ignore_errors=True)()
         self.worker.returned.connect(
