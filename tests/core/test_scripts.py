@@ -13,7 +13,7 @@ import pytest
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 USERS = ("train_bundled", "evaluate_bundled", "compare_architectures", "transfer_loops",
          "bubble_polarity", "boundary_offsets", "bn_adaptation", "confidence_threshold",
-         "fit_own_images", "count_errors")
+         "fit_own_images", "count_errors", "threshold_ceiling")
 
 
 @pytest.mark.parametrize("name", USERS)
@@ -47,6 +47,27 @@ def test_confidence_definitions_rank_a_calibrated_models_errors(monkeypatch):
     assert low["p_right"] >= low["centred_0.5"] > low["centred_t"] + 0.02
     half = script.error_aurocs(prob, truth, 0.5)
     assert abs(half["centred_0.5"] - half["centred_t"]) < 1e-6
+
+
+def test_threshold_ceiling_bounds_every_threshold_rule(monkeypatch):
+    """The area-matching threshold keeps as many pixels as the probabilities sum to, and the
+    oracle (best threshold against the labels) is at least as good as 0.5 and the area rule;
+    on a model that is calibrated but too wide, the oracle finds the tighter cut."""
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    monkeypatch.delitem(sys.modules, "threshold_ceiling", raising=False)
+    script = importlib.import_module("threshold_ceiling")
+    rng = np.random.default_rng(1)
+    prob = rng.random((64, 64)).astype(np.float32)
+    t = script.area_matching_threshold(prob)
+    assert (prob > t).sum() == round(float(prob.sum(dtype=np.float64)))
+    yy, xx = np.mgrid[:64, :64]
+    r = np.hypot(yy - 32, xx - 32)
+    truth = r <= 10
+    prob = np.clip(1.2 - r / 12.0, 0, 1).astype(np.float32)  # 0.5 at r = 8.4, too narrow
+    row = script.ceiling_row(prob, truth)
+    assert row["f1_oracle"] >= max(row["f1_0.5"], row["f1_area"])
+    assert row["f1_oracle"] > row["f1_0.5"] + 0.05 and row["t_oracle"] < 0.5
+    assert row["area_true"] == pytest.approx(truth.mean())
 
 
 def test_recipe_variants_keep_their_cv_folder_names(train_bundled):
