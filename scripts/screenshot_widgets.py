@@ -152,7 +152,8 @@ def main(argv=None) -> int:
     from napari_temdefect.widgets.quantify import viewer_camera
 
     show_prediction(viewer, viewer.layers["bubble2"], result, model.name,
-                    *prepare_labels(result), ask_replace=lambda name: True,
+                    *prepare_labels(result, None, model.split_touching),
+                    ask_replace=lambda name: True,
                     split_touching=model.split_touching)
     session.predictions["bubble2"] = result  # as Inference records it: Fine-tune re-predicts
     corr._refresh_layers()
