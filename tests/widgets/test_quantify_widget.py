@@ -378,6 +378,12 @@ def test_split_follows_the_model_that_made_the_layer_until_the_user_chooses(
     assert not widget.split.isChecked()
     run(widget, qtbot)
     assert widget.result.summary["count"].iloc[0] == 1
+    # a layer that records nothing (drawn by hand) does not inherit the last model's choice
+    viewer.add_labels(pair, name="drawn")
+    widget.layer_combo.setCurrentText("a defects")
+    assert widget.split.isChecked()
+    widget.layer_combo.setCurrentText("drawn")
+    assert not widget.split.isChecked()
     widget.split.click()  # the user's choice now holds for every layer
     widget.layer_combo.setCurrentText("a defects")
     widget.layer_combo.setCurrentText("b defects")

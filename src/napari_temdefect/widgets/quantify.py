@@ -332,9 +332,8 @@ class QuantifyWidget(QWidget):
         recorded = layer_threshold(layer)
         if recorded is not None:  # cut the map where the Inference widget / predict cut it
             self.threshold.setValue(recorded)
-        split = layer_split_touching(layer)
-        if split is not None and not self._split_touched:  # the model's way of counting
-            self.split.setChecked(split)
+        if not self._split_touched:  # the model's way of counting; a layer that records
+            self.split.setChecked(bool(layer_split_touching(layer)))  # none: the default, off
         kind = guess_kind(layer)
         if kind is not None and not self._kind_touched:
             self.kind_combo.blockSignals(True)
