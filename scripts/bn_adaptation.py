@@ -22,8 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bundled_data import RUNS, held_out, parse_cv_args, write_json  # noqa: E402
-from train_bundled import recipe_for  # noqa: E402
+from bundled_data import parse_cv_args, score_held_out  # noqa: E402
 
 ALPHAS = (0.0, 0.5, 1.0)
 TILE = 256
@@ -66,27 +65,16 @@ def main(argv=None) -> int:
     from napari_temdefect import predict
     from napari_temdefect.metrics import boundary_f1, pixel_f1
 
-    args = parse_cv_args(__doc__.split("\n\n")[0], argv)
-    out = {}
-    for kind in args.only:
-        tag = args.arch or recipe_for(kind).tag
-        rows = []
-        for k, d, model in held_out(kind, tag, args.folds):
-            row = {"fold": k, "image": d["name"]}
-            for alpha in ALPHAS:
-                m = model if alpha == 0 else adapted(model, d["image"], alpha)
-                pred = predict(m, d["image"], threshold=0.5, device="cpu").mask > 0
-                row[f"pixel_f1_alpha{alpha:g}"] = pixel_f1(pred, d["mask"]).f1
-                row[f"boundary_f1_alpha{alpha:g}"] = boundary_f1(pred, d["mask"], 3.0).f1
-            print(kind, {k2: round(v, 4) if isinstance(v, float) else v
-                         for k2, v in row.items()}, flush=True)
-            rows.append(row)
-        mean = {key: float(np.mean([r[key] for r in rows])) for key in rows[0]
-                if key not in ("fold", "image")}
-        print(f"{kind} ({tag}, {len(rows)} images): "
-              + ", ".join(f"{key} {v:.4f}" for key, v in mean.items()), flush=True)
-        out[kind] = {"arch": tag, "rows": rows, "mean": mean}
-    write_json(RUNS / "bn_adaptation.json", out)
+    def score(kind, image, model):
+        row = {}
+        for alpha in ALPHAS:
+            m = model if alpha == 0 else adapted(model, image["image"], alpha)
+            pred = predict(m, image["image"], threshold=0.5, device="cpu").mask > 0
+            row[f"pixel_f1_alpha{alpha:g}"] = pixel_f1(pred, image["mask"]).f1
+            row[f"boundary_f1_alpha{alpha:g}"] = boundary_f1(pred, image["mask"], 3.0).f1
+        return row
+
+    score_held_out(parse_cv_args(__doc__.split("\n\n")[0], argv), "bn_adaptation.json", score)
     return 0
 
 

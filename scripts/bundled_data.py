@@ -156,6 +156,35 @@ def parse_cv_args(description: str, argv=None, add_arguments=None):
     return args
 
 
+def score_held_out(args, out_name: str, score, keys=None, about=None) -> dict:
+    """Score every held-out image of the CV folds, per kind of ``args.only``, and write
+    ``RUNS / out_name``.
+
+    ``score(kind, image, model)`` returns one image's row (a dict; ``image`` is a
+    :func:`load_set` entry, ``model`` the fold model that never saw it). Each row is printed as
+    it comes; the mean of ``keys`` (default: every float column) is printed per kind. The JSON
+    holds, per kind, ``{"arch": CV folder, "rows", "mean", **about(kind)}``."""
+    from train_bundled import recipe_for
+
+    out = {}
+    for kind in args.only:
+        tag = args.arch or recipe_for(kind).tag
+        rows = []
+        for k, image, model in held_out(kind, tag, args.folds):
+            rows.append({"fold": k, "image": image["name"], **score(kind, image, model)})
+            print(kind, image["name"], _format_row(rows[-1]), flush=True)
+        columns = keys or [c for c, v in rows[0].items() if isinstance(v, float)]
+        mean = {c: float(np.mean([r[c] for r in rows])) for c in columns}
+        print(f"{kind} ({tag}, {len(rows)} images): {_format_row(mean)}", flush=True)
+        out[kind] = {"arch": tag, "rows": rows, "mean": mean, **(about(kind) if about else {})}
+    write_json(RUNS / out_name, out)
+    return out
+
+
+def _format_row(row: dict) -> str:
+    return ", ".join(f"{k} {v:.3f}" for k, v in row.items() if isinstance(v, float))
+
+
 def held_out(kind: str, tag: str, folds=None):
     """Yield ``(fold, image dict, model)`` for every image that a CV fold checkpoint of ``tag``
     held out (all folds, or those in ``folds``); a missing checkpoint exits with one line."""

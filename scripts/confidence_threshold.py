@@ -21,8 +21,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bundled_data import RUNS, held_out, parse_cv_args, write_json  # noqa: E402
-from train_bundled import recipe_for  # noqa: E402
+from bundled_data import parse_cv_args, score_held_out  # noqa: E402
 
 DEFINITIONS = ("centred_0.5", "centred_t", "p_right")
 
@@ -46,22 +45,13 @@ def main(argv=None) -> int:
     from napari_temdefect import predict
     from napari_temdefect.models import model_threshold
 
-    args = parse_cv_args(__doc__.split("\n\n")[0], argv)
-    out = {}
-    for kind in args.only:
-        tag, t = args.arch or recipe_for(kind).tag, model_threshold(kind)
-        rows = []
-        for k, image, model in held_out(kind, tag, args.folds):
-            prob = predict(model, image["image"], device="cpu").probability[0]
-            rows.append({"fold": k, "image": image["name"],
-                         **error_aurocs(prob, image["mask"], t)})
-            print(kind, image["name"], "  ".join(f"{d} {rows[-1][d]:.3f}" for d in DEFINITIONS),
-                  flush=True)
-        mean = {d: float(np.mean([r[d] for r in rows])) for d in DEFINITIONS}
-        print(f"{kind} ({tag}, threshold {t:g}, {len(rows)} images): "
-              + "  ".join(f"{d} {v:.3f}" for d, v in mean.items()), flush=True)
-        out[kind] = {"arch": tag, "threshold": t, "rows": rows, "mean": mean}
-    write_json(RUNS / "confidence_threshold.json", out)
+    def score(kind, image, model):
+        prob = predict(model, image["image"], device="cpu").probability[0]
+        return error_aurocs(prob, image["mask"], model_threshold(kind))
+
+    score_held_out(parse_cv_args(__doc__.split("\n\n")[0], argv), "confidence_threshold.json",
+                   score, keys=DEFINITIONS,
+                   about=lambda kind: {"threshold": model_threshold(kind)})
     return 0
 
 

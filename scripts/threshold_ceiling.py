@@ -25,8 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bundled_data import RUNS, held_out, parse_cv_args, write_json  # noqa: E402
-from train_bundled import recipe_for  # noqa: E402
+from bundled_data import parse_cv_args, score_held_out  # noqa: E402
 
 #: Thresholds the oracle chooses from.
 GRID = tuple(round(t, 2) for t in np.arange(0.05, 0.96, 0.05))
@@ -35,7 +34,7 @@ GRID = tuple(round(t, 2) for t in np.arange(0.05, 0.96, 0.05))
 def area_matching_threshold(prob: np.ndarray) -> float:
     """The threshold whose mask holds ``round(sum(prob))`` pixels (ties aside)."""
     p = np.asarray(prob).ravel()
-    n = int(round(float(p.sum(dtype=np.float64))))
+    n = round(float(p.sum(dtype=np.float64)))
     if n <= 0:
         return 1.0
     if n >= p.size:
@@ -64,25 +63,13 @@ def ceiling_row(prob: np.ndarray, truth: np.ndarray) -> dict:
 def main(argv=None) -> int:
     from napari_temdefect import predict
 
+    def score(kind, image, model):
+        prob = predict(model, image["image"], device="cpu").probability[0]
+        return ceiling_row(prob, image["mask"])
+
     args = parse_cv_args(__doc__.split("\n\n")[0], argv)
-    out = {}
-    for kind in args.only:
-        tag = args.arch or recipe_for(kind).tag
-        rows = []
-        for k, image, model in held_out(kind, tag, args.folds):
-            prob = predict(model, image["image"], device="cpu").probability[0]
-            rows.append({"fold": k, "image": image["name"], **ceiling_row(prob, image["mask"])})
-            r = rows[-1]
-            print(f"{kind} {r['image']}: F1 at 0.5 {r['f1_0.5']:.3f}, area-matching "
-                  f"{r['f1_area']:.3f} (t {r['t_area']:.2f}), oracle {r['f1_oracle']:.3f} "
-                  f"(t {r['t_oracle']:.2f}); area true {r['area_true']:.4f}, at 0.5 "
-                  f"{r['area_0.5']:.4f}, expected {r['area_expected']:.4f}", flush=True)
-        mean = {key: float(np.mean([r[key] for r in rows]))
-                for key in ("f1_0.5", "f1_area", "f1_oracle")}
-        print(f"{kind} ({tag}, {len(rows)} images): "
-              + ", ".join(f"{key} {v:.3f}" for key, v in mean.items()), flush=True)
-        out[kind] = {"arch": tag, "grid": list(GRID), "rows": rows, "mean": mean}
-    write_json(RUNS / "threshold_ceiling.json", out)
+    score_held_out(args, "threshold_ceiling.json", score,
+                   keys=("f1_0.5", "f1_area", "f1_oracle"), about=lambda kind: {"grid": GRID})
     return 0
 
 
