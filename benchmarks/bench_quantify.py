@@ -6,7 +6,8 @@ Rows: blobs from instance labels (measuring only), blobs from a binary mask (lab
 measuring), blobs with the watershed split, grains from a boundary network with as many grains,
 and lines from a network of segments. Each time is the best of --repeat runs, in seconds, on
 this machine's CPU (single process); CPU seconds show how much of it was waiting on a
-busy machine.
+busy machine. "peak MB" is the largest memory the case allocated on top of its input (numpy
+and scipy arrays, measured with tracemalloc in one more, untimed run).
 """
 
 from __future__ import annotations
@@ -102,10 +103,27 @@ def main():
     ]
     print(f"quantify on a {size}x{size} field; {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs; best of {args.repeat}")
-    print(f"{'case':<32} {'objects':>8} {'wall s':>8} {'CPU s':>8}")
+    print(f"{'case':<32} {'objects':>8} {'wall s':>8} {'CPU s':>8} {'peak MB':>8}")
     for name, fn in cases:
         seconds, cpu, result = best_of(fn, args.repeat)
-        print(f"{name:<32} {len(result.objects):>8} {seconds:>8.2f} {cpu:>8.2f}")
+        count = len(result.objects)
+        del result  # not counted in the next case's peak
+        print(f"{name:<32} {count:>8} {seconds:>8.2f} {cpu:>8.2f} {peak_mb(fn):>8.0f}")
+
+
+def peak_mb(fn) -> float:
+    """Peak of the memory that one call of ``fn`` allocates (tracemalloc; numpy reports its
+    array buffers to it), in MB."""
+    import gc
+    import tracemalloc
+
+    gc.collect()
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1] / 1e6
+    finally:
+        tracemalloc.stop()
 
 
 if __name__ == "__main__":
