@@ -68,6 +68,28 @@ def instances_from_mask(mask, connectivity: int = 2, dtype=np.uint32) -> np.ndar
     return lab.astype(dtype, copy=False)
 
 
+def instances_by_class(class_map, label=None, dtype=np.int32) -> np.ndarray:
+    """Instance ids (1..N) of the objects of every class of ``class_map`` (0 background,
+    k = class k), numbered apart so that objects of two classes that touch never share an id.
+    ``label(binary)`` labels one class's objects 1..n (default: 8-connected components)."""
+    class_map = np.asarray(class_map)
+    label = label or (lambda binary: instances_from_mask(binary, dtype=dtype))
+    top = int(class_map.max(initial=0))
+    if top <= 1:
+        return np.asarray(label(class_map > 0)).astype(dtype, copy=False)
+    out = np.zeros(class_map.shape, dtype=dtype)
+    offset = 0
+    for k in range(1, top + 1):
+        binary = class_map == k
+        if not binary.any():  # e.g. the classes between 0 and 255 of a 0/255 mask
+            continue
+        lab = np.asarray(label(binary))
+        n = int(lab.max(initial=0))
+        out[lab > 0] = lab[lab > 0] + offset
+        offset += n
+    return out
+
+
 def remove_small(labels, min_size: int) -> np.ndarray:
     """Delete every object with fewer than ``min_size`` pixels."""
     arr = _check(labels)

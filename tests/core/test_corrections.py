@@ -249,3 +249,20 @@ def test_to_training_entry_refuses_bad_input():
         C.to_training_entry(image, np.zeros((32, 32), np.uint16))
     with pytest.raises(TemDefectError, match="shape"):
         C.to_training_entry(image, np.ones((16, 16), np.uint16))
+
+
+def test_instances_by_class_never_share_an_id_across_classes():
+    """Objects of two classes that touch get two ids; a 0/255 mask is one class; a custom
+    labeller (the watershed split the defects layer uses for a bubble model) is applied per
+    class."""
+    cm = np.zeros((40, 40), np.uint8)
+    cm[5:15, 5:15] = 1
+    cm[5:15, 15:25] = 2  # touches the class-1 square
+    cm[30:35, 30:35] = 1
+    ids = C.instances_by_class(cm)
+    assert ids.dtype == np.int32 and len(np.unique(ids[ids > 0])) == 3
+    assert ids[10, 10] != ids[10, 20]
+    mask255 = (cm > 0).astype(np.uint8) * 255
+    assert len(np.unique(C.instances_by_class(mask255))) == 3  # 2 components + background
+    halves = C.instances_by_class(cm, lambda b: np.where(b, 1 + (np.arange(40) >= 10), 0))
+    assert len(np.unique(halves[cm == 1])) == 2 and len(np.unique(halves[cm == 2])) == 1

@@ -15,16 +15,11 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage as ndi
+from skimage.morphology import disk
 
 #: A background pixel is "between" two objects when both lie within this many pixels of it,
 #: i.e. the strips of background up to twice as wide as this that separate two objects.
 GAP_RADIUS_PX = 3
-
-
-def _disk(radius: int) -> np.ndarray:
-    r = int(radius)
-    y, x = np.ogrid[-r:r + 1, -r:r + 1]
-    return (x * x + y * y) <= r * r
 
 
 def gap_mask(objects: np.ndarray, radius: int = GAP_RADIUS_PX) -> np.ndarray:
@@ -40,7 +35,7 @@ def gap_mask(objects: np.ndarray, radius: int = GAP_RADIUS_PX) -> np.ndarray:
     if int(radius) < 1 or not objects.any():
         return np.zeros(objects.shape, bool)
     ids = objects.astype(np.int64)
-    foot = _disk(radius)
+    foot = disk(int(radius)).astype(bool)
     big = int(ids.max()) + 1  # above every id (scipy takes cval as a float: keep it small)
     high = ndi.maximum_filter(ids, footprint=foot, mode="constant", cval=0)
     low = ndi.minimum_filter(np.where(ids > 0, ids, big), footprint=foot, mode="constant",
@@ -53,18 +48,14 @@ def object_ids(class_map: np.ndarray, instances: np.ndarray | None = None) -> np
     more ids; 0 stays background), else the 8-connected components of each class of
     ``class_map``, numbered apart, so two classes that touch count as two objects. A binary
     mask saved as 0/255 is one id, so its objects are its components."""
+    from ..corrections import instances_by_class
+
     class_map = np.asarray(class_map)
     if instances is not None:
         ids = np.where(class_map > 0, np.asarray(instances, np.int64), 0)
         if np.unique(ids[ids > 0]).size > 1:
             return ids
-    out = np.zeros(class_map.shape, np.int64)
-    offset = 0
-    for k in np.unique(class_map[class_map > 0]):
-        lab, n = ndi.label(class_map == k, structure=np.ones((3, 3), bool))
-        out[lab > 0] = lab[lab > 0] + offset
-        offset += n
-    return out
+    return instances_by_class(class_map, dtype=np.int64)
 
 
 def separation_weight(class_map: np.ndarray, weight: float, instances=None,

@@ -33,32 +33,19 @@ def fingerprint(data) -> str:
         f"{arr.shape}{arr.dtype}"
 
 
-def instance_labels(mask: np.ndarray, n_classes: int = 1,
-                    split_touching: bool = False) -> np.ndarray:
+def instance_labels(mask: np.ndarray, split_touching: bool = False) -> np.ndarray:
     """One id per connected object (8-connected), classes never merged; int32.
 
     ``split_touching``: touching blobs get an id each (the watershed that Quantify's *split
     touching blobs* uses, ``quantify.blobs.split_touching_blobs``), so that the user can delete
     or merge one of two touching bubbles, and the ids match what Quantify counts."""
-    from ..corrections import instances_from_mask
+    from ..corrections import instances_by_class
 
-    def objects(binary):
-        if split_touching:
-            from ..quantify.blobs import label_blobs
+    if split_touching:
+        from ..quantify.blobs import label_blobs
 
-            return label_blobs(binary, 0, split_touching=True)
-        return instances_from_mask(binary, dtype=np.int32)
-
-    if n_classes == 1:
-        return objects(mask)
-    labels = np.zeros(mask.shape, dtype=np.int32)
-    offset = 0
-    for k in range(1, n_classes + 1):
-        lab = objects(mask == k)
-        n = int(lab.max())
-        labels[lab > 0] = lab[lab > 0] + offset
-        offset += n
-    return labels
+        return instances_by_class(mask, lambda binary: label_blobs(binary, 0, True))
+    return instances_by_class(mask)
 
 
 def prepare_labels(result, defects_data=None,
@@ -68,7 +55,7 @@ def prepare_labels(result, defects_data=None,
     Hashing a 16k² layer takes a while, so call this in the worker thread, with the layer's
     data read on the main thread before the worker started. ``split_touching``: the model's
     ``Model.split_touching`` (:func:`instance_labels`)."""
-    labels = instance_labels(result.mask, len(result.classes), split_touching)
+    labels = instance_labels(result.mask, split_touching)
     before = None if defects_data is None else fingerprint(defects_data)
     return labels, fingerprint(labels), before
 
