@@ -96,11 +96,13 @@ def layer_threshold(layer) -> float | None:
     return as_threshold(_recorded(layer).get("threshold"))
 
 
-def layer_split_touching(layer) -> bool | None:
+def layer_split_touching(layer) -> bool:
     """Whether the model that made a layer counts touching blobs apart (recorded by the
-    Inference widget, ``Model.split_touching``), or None when the layer does not say."""
-    value = _recorded(layer).get("split_touching")
-    return value if isinstance(value, bool) else None
+    Inference widget and the reader, ``Model.split_touching``); False when the layer does
+    not say. Read as a checkpoint's record is."""
+    from ..models.checkpoint import recorded_split_touching
+
+    return recorded_split_touching(_recorded(layer))
 
 
 def viewer_camera(viewer):
@@ -332,8 +334,8 @@ class QuantifyWidget(QWidget):
         recorded = layer_threshold(layer)
         if recorded is not None:  # cut the map where the Inference widget / predict cut it
             self.threshold.setValue(recorded)
-        if not self._split_touched:  # the model's way of counting; a layer that records
-            self.split.setChecked(bool(layer_split_touching(layer)))  # none: the default, off
+        if not self._split_touched:  # the model's way of counting (none recorded: off)
+            self.split.setChecked(layer_split_touching(layer))
         kind = guess_kind(layer)
         if kind is not None and not self._kind_touched:
             self.kind_combo.blockSignals(True)
